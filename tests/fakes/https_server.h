@@ -82,6 +82,10 @@ struct ServerOptions {
     kNone,     // never ask
     kRequest,  // ask, accept any or none, do not verify (a server that ignores client certs)
     kRequire,  // require one that verifies against client_ca_pem (handshake fails otherwise)
+    // Ask; a presented certificate must verify against client_ca_pem (handshake fails
+    // otherwise), but none is also accepted — the handler decides per endpoint (the control
+    // plane's /enroll is called before the agent has a certificate).
+    kVerifyIfPresented,
   };
   ClientCerts client_certs = ClientCerts::kNone;
   std::string client_ca_pem;
