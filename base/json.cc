@@ -5,8 +5,7 @@
 
 namespace cakewalk {
 
-Result<Json::Value> ParseJson(std::string_view text, std::string_view what,
-                              std::size_t max_bytes) {
+Result<Json::Value> ParseJson(std::string_view text, std::string_view what, std::size_t max_bytes) {
   if (text.size() > max_bytes) {
     return InvalidArgument(std::string(what) + " is larger than " + std::to_string(max_bytes) +
                            " bytes");
@@ -71,14 +70,21 @@ std::string WritePrettyJson(const Json::Value& value) { return Write(value, "  "
 
 std::string_view JsonTypeName(const Json::Value& value) {
   switch (value.type()) {
-    case Json::nullValue: return "null";
+    case Json::nullValue:
+      return "null";
     case Json::intValue:
-    case Json::uintValue: return "an integer";
-    case Json::realValue: return "a number";
-    case Json::stringValue: return "a string";
-    case Json::booleanValue: return "a boolean";
-    case Json::arrayValue: return "an array";
-    case Json::objectValue: return "an object";
+    case Json::uintValue:
+      return "an integer";
+    case Json::realValue:
+      return "a number";
+    case Json::stringValue:
+      return "a string";
+    case Json::booleanValue:
+      return "a boolean";
+    case Json::arrayValue:
+      return "an array";
+    case Json::objectValue:
+      return "an object";
   }
   return "an unknown value";
 }
@@ -86,8 +92,8 @@ std::string_view JsonTypeName(const Json::Value& value) {
 JsonFields::JsonFields(const Json::Value& value, std::string path)
     : value_(value), path_(std::move(path)) {
   if (!value_.isObject()) {
-    error_ = InvalidArgument(path_ + ": expected an object, found " +
-                             std::string(JsonTypeName(value_)));
+    error_ =
+        InvalidArgument(path_ + ": expected an object, found " + std::string(JsonTypeName(value_)));
   }
 }
 
@@ -98,6 +104,10 @@ std::string JsonFields::ChildPath(std::string_view key) const {
 void JsonFields::Fail(std::string_view key, std::string_view problem) {
   if (!error_.ok()) return;
   error_ = InvalidArgument(ChildPath(key) + ": " + std::string(problem));
+}
+
+void JsonFields::Merge(const Status& nested) {
+  if (error_.ok() && !nested.ok()) error_ = nested;
 }
 
 bool JsonFields::Has(std::string_view key) const {
@@ -221,8 +231,8 @@ Status JsonFields::Finish() const {
     if (known_.find(name) == known_.end()) {
       std::string accepted;
       for (const auto& k : known_) accepted += (accepted.empty() ? "" : ", ") + k;
-      return InvalidArgument(ChildPath(name) + ": unknown key; accepted keys here are: " +
-                             accepted);
+      return InvalidArgument(ChildPath(name) +
+                             ": unknown key; accepted keys here are: " + accepted);
     }
   }
   return Status::Ok();

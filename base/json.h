@@ -55,8 +55,8 @@ class JsonFields {
   std::optional<std::string> OptionalString(std::string_view key);
   // A string or null; null and absent give nullopt.
   std::optional<std::string> NullableString(std::string_view key);
-  std::int64_t Int(std::string_view key, std::int64_t fallback, std::int64_t min,
-                   std::int64_t max, Presence presence = kOptional);
+  std::int64_t Int(std::string_view key, std::int64_t fallback, std::int64_t min, std::int64_t max,
+                   Presence presence = kOptional);
   bool Bool(std::string_view key, bool fallback, Presence presence = kOptional);
   std::vector<std::string> StringArray(std::string_view key, Presence presence = kOptional);
   // The member as an object (or null when absent and optional); records an error otherwise.
@@ -68,6 +68,8 @@ class JsonFields {
   std::string ChildPath(std::string_view key) const;
   // Records a caller-side validation error for `key` (first error wins).
   void Fail(std::string_view key, std::string_view problem);
+  // Records the result of a nested JsonFields (whose messages already carry their full path).
+  void Merge(const Status& nested);
 
   // Reports the first error, else an unknown key (with the accepted keys listed).
   Status Finish() const;
