@@ -29,8 +29,8 @@ namespace cakewalk::testing {
 
 struct HttpRequest {
   std::string method;
-  std::string target;  // as sent: path plus "?query"
-  std::string path;    // percent-decoded path, without the query
+  std::string target;    // as sent: path plus "?query"
+  std::string path;      // percent-decoded path, without the query
   std::string raw_path;  // path as sent, still percent-encoded
   // Query parameters, percent-decoded. A repeated name keeps every value in order.
   std::multimap<std::string, std::string> query;
@@ -41,6 +41,10 @@ struct HttpRequest {
   // DER of the client certificate, when one was presented.
   std::string client_cert_der;
   std::chrono::system_clock::time_point received_at;
+  // Which TCP connection carried the request: 1 for the first one the server accepted, 2 for the
+  // next... (keep-alive reuse shows as equal ids).
+  std::uint64_t connection_id = 0;
+  std::string tls_version;  // as OpenSSL names it: "TLSv1.3", "TLSv1.2"
 
   // First header value with this (case-insensitive) name, or "".
   std::string Header(std::string_view name) const;
@@ -65,6 +69,8 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   Fault fault;
+  // No Content-Length: the body ends when the server closes the connection (HTTP/1.0 style).
+  bool close_delimited = false;
 
   static HttpResponse Json(int status, const Json::Value& body);
   // {"error": {"code": code, "message": message}}
@@ -92,6 +98,9 @@ struct ServerOptions {
   // Bind address; "127.0.0.1" unless a test needs another loopback address.
   std::string bind_address = "127.0.0.1";
   std::uint16_t port = 0;  // 0: ephemeral
+  // Highest TLS version offered (TLS 1.2 is always the lowest); kTls12 tests the TLS 1.2 paths.
+  enum class MaxTls { kTls13, kTls12 };
+  MaxTls max_tls = MaxTls::kTls13;
 };
 
 class FakeHttpsServer {
@@ -110,6 +119,8 @@ class FakeHttpsServer {
   void ClearRequests();
   // Closes every open connection (the client sees a reset on its next use).
   void DropConnections();
+  // TCP connections accepted so far (including ones whose TLS handshake failed).
+  std::uint64_t connections_accepted() const;
   void Stop();
 
   class Impl;
