@@ -47,7 +47,9 @@ struct Request {
 
 struct Response {
   long status = 0;
-  std::vector<Header> headers;  // names lower-cased; Set-Cookie values are in set_cookies only
+  // Names lower-cased; Set-Cookie values are in set_cookies only. (Qualified: the member
+  // function Header() below would otherwise change the meaning of the name in this class.)
+  std::vector<http::Header> headers;
   std::string body;
   // Raw "name=value; attrs" of each Set-Cookie header: session cookies are credentials.
   std::vector<SecretBytes> set_cookies;
@@ -64,17 +66,17 @@ struct Response {
 // Reasons a Transport puts on a failed Status (Status::reason()), so that callers and `doctor`
 // can tell the failures apart without parsing messages.
 namespace reason {
-inline constexpr char kConnectFailed[] = "connect_failed";        // refused, unreachable, DNS
-inline constexpr char kTimeout[] = "timeout";                     // connect or total timeout
-inline constexpr char kTlsVerifyFailed[] = "tls_verify_failed";   // chain, name or expiry
-inline constexpr char kTlsPinMismatch[] = "tls_pin_mismatch";     // no configured SPKI pin matched
-inline constexpr char kTlsHandshake[] = "tls_handshake_failed";   // other TLS failures
+inline constexpr char kConnectFailed[] = "connect_failed";       // refused, unreachable, DNS
+inline constexpr char kTimeout[] = "timeout";                    // connect or total timeout
+inline constexpr char kTlsVerifyFailed[] = "tls_verify_failed";  // chain, name or expiry
+inline constexpr char kTlsPinMismatch[] = "tls_pin_mismatch";    // no configured SPKI pin matched
+inline constexpr char kTlsHandshake[] = "tls_handshake_failed";  // other TLS failures
 inline constexpr char kClientCertRejected[] = "client_certificate_rejected";
-inline constexpr char kProxyAuthFailed[] = "proxy_auth_failed";   // CONNECT answered 407 or 401
-inline constexpr char kProxyError[] = "proxy_error";              // CONNECT answered 502 etc.
+inline constexpr char kProxyAuthFailed[] = "proxy_auth_failed";  // CONNECT answered 407 or 401
+inline constexpr char kProxyError[] = "proxy_error";             // CONNECT answered 502 etc.
 inline constexpr char kResponseTooLarge[] = "response_too_large";
-inline constexpr char kProtocol[] = "protocol_error";             // malformed HTTP, reset
-inline constexpr char kBadUrl[] = "bad_url";                      // not https://, unparsable
+inline constexpr char kProtocol[] = "protocol_error";  // malformed HTTP, reset
+inline constexpr char kBadUrl[] = "bad_url";           // not https://, unparsable
 }  // namespace reason
 
 class Transport {
