@@ -1,0 +1,700 @@
+// CurlTransport against an in-process FakeHttpsServer with a run-time test PKI: round trips,
+// credentials from secret memory, clock skew, the size cap, no redirects, URL refusal, keep-alive,
+// mutual TLS and the TLS negative matrix, faults and recovery, concurrency.
+#include "jira/curl_transport.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "base/time.h"
+#include "tests/fakes/https_server.h"
+#include "tests/support/canary.h"
+#include "tests/transport/tls_env.h"
+
+namespace cakewalk::testing {
+namespace {
+
+using http::Request;
+using http::Response;
+using http::Transport;
+namespace reason = http::reason;
+
+HttpResponse Text(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers.emplace_back("Content-Type", "text/plain");
+  return r;
+}
+
+class CurlTransportTest : public ::testing::Test {
+ protected:
+  void StartServer(Handler handler, ServerOptions options) {
+    server_ = FakeHttpsServer::Start(std::move(options), std::move(handler));
+  }
+  void StartServer(Handler handler) { StartServer(std::move(handler), env_.ServerOpts()); }
+  std::string Url(const std::string& path) const { return server_->base_url() + path; }
+
+  TlsEnv env_;
+  std::unique_ptr<FakeHttpsServer> server_;
+};
+
+// ------------------------------------------------------------------------------------------
+// Round trips.
+
+TEST_F(CurlTransportTest, GetRoundTripWithHeaders) {
+  StartServer([](const HttpRequest& req) {
+    HttpResponse r = Text(200, "path=" + req.path + " q=" + req.Query("q").value_or("-"));
+    r.WithHeader("X-Custom-Reply", "Value With Case");
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  Request req = Get(Url("/api/a%20b?q=x%26y&q=second"));
+  req.headers.push_back({"X-Request-Id", "r-1"});
+  auto resp = t->Send(req);
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_EQ(resp->status, 200);
+  EXPECT_TRUE(resp->ok());
+  EXPECT_EQ(resp->body, "path=/api/a b q=x&y");
+  EXPECT_EQ(resp->Header("X-CUSTOM-REPLY").value_or(""), "Value With Case");
+  bool lower = false;
+  for (const auto& h : resp->headers) lower |= h.name == "x-custom-reply";
+  EXPECT_TRUE(lower) << "header names are lower-cased";
+
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].method, "GET");
+  EXPECT_EQ(seen[0].raw_path, "/api/a%20b");
+  EXPECT_EQ(seen[0].Header("x-request-id"), "r-1");
+  EXPECT_EQ(seen[0].Header("user-agent"), "cakewalk-agent");
+  EXPECT_EQ(seen[0].Header("content-type"), "");
+  EXPECT_EQ(seen[0].Header("authorization"), "");
+  EXPECT_EQ(seen[0].tls_version, "TLSv1.3");
+}
+
+TEST_F(CurlTransportTest, PostPutDeleteBodiesAndContentType) {
+  StartServer([](const HttpRequest& req) { return Text(201, req.method + ":" + req.body); });
+  auto t = MustCreate(env_.TransportOpts());
+  for (const std::string method : {"POST", "PUT", "PATCH", "DELETE"}) {
+    Request req = Get(Url("/items"));
+    req.method = method;
+    req.body = R"({"name":"x"})";
+    auto resp = t->Send(req);
+    ASSERT_TRUE(resp.ok()) << method << ": " << resp.status().ToString();
+    EXPECT_EQ(resp->status, 201);
+    EXPECT_EQ(resp->body, method + R"(:{"name":"x"})");
+  }
+  // Empty bodies: no libcurl form default, Content-Length 0 for POST, nothing for DELETE.
+  Request post = Get(Url("/empty"));
+  post.method = "POST";
+  ASSERT_TRUE(t->Send(post).ok());
+  Request del = Get(Url("/gone"));
+  del.method = "DELETE";
+  ASSERT_TRUE(t->Send(del).ok());
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 6u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(seen[i].Header("content-type"), "application/json") << seen[i].method;
+    EXPECT_EQ(seen[i].Header("expect"), "") << "no 100-continue";
+  }
+  EXPECT_EQ(seen[4].method, "POST");
+  EXPECT_EQ(seen[4].Header("content-type"), "");
+  EXPECT_EQ(seen[4].Header("content-length"), "0");
+  EXPECT_EQ(seen[5].method, "DELETE");
+  EXPECT_EQ(seen[5].body, "");
+  // A caller's own Content-Type wins.
+  Request form = Get(Url("/token"));
+  form.method = "POST";
+  form.headers.push_back({"Content-Type", "application/x-www-form-urlencoded"});
+  form.body = "a=b";
+  ASSERT_TRUE(t->Send(form).ok());
+  EXPECT_EQ(server_->requests().back().Header("content-type"), "application/x-www-form-urlencoded");
+}
+
+TEST_F(CurlTransportTest, CredentialsComeFromSecretFieldsAndSetCookieStaysSecret) {
+  const std::string token = MakeCanary("bearer");
+  const std::string session = MakeCanary("session");
+  StartServer([&](const HttpRequest&) {
+    HttpResponse r = Text(200, "ok");
+    r.WithHeader("Set-Cookie", "JSESSIONID=" + session + "; Path=/; Secure; HttpOnly");
+    r.WithHeader("Set-Cookie", "atl.xsrf.token=abc; Path=/");
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  Request req = Get(Url("/rest/api/2/myself"));
+  req.authorization = SecretBytes::CopyOf("Bearer " + token);
+  req.cookie = SecretBytes::CopyOf("JSESSIONID=" + session);
+  auto resp = t->Send(req);
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].Header("authorization"), "Bearer " + token);
+  EXPECT_EQ(seen[0].Header("cookie"), "JSESSIONID=" + session);
+
+  ASSERT_EQ(resp->set_cookies.size(), 2u);
+  EXPECT_EQ(resp->set_cookies[0].RevealString(SecretAccess::Grant()),
+            "JSESSIONID=" + session + "; Path=/; Secure; HttpOnly");
+  EXPECT_FALSE(resp->Header("set-cookie").has_value());
+  for (const auto& h : resp->headers) {
+    EXPECT_TRUE(FindCanaryIn(session, h.value, h.name).empty());
+  }
+}
+
+TEST_F(CurlTransportTest, CredentialHeadersInThePlainListAreRefused) {
+  StartServer([](const HttpRequest&) { return Text(200, "ok"); });
+  auto t = MustCreate(env_.TransportOpts());
+  for (const char* name : {"Authorization", "cookie", "Proxy-Authorization"}) {
+    Request req = Get(Url("/"));
+    req.headers.push_back({name, "x"});
+    auto resp = t->Send(req);
+    ASSERT_FALSE(resp.ok()) << name;
+    EXPECT_EQ(resp.status().code(), Code::kInvalidArgument);
+  }
+  Request inject = Get(Url("/"));
+  inject.headers.push_back({"X-A", "b\r\nX-Injected: 1"});
+  EXPECT_FALSE(t->Send(inject).ok());
+  EXPECT_TRUE(server_->requests().empty());
+}
+
+TEST_F(CurlTransportTest, SensitiveBodyAndSensitiveResponse) {
+  const std::string password = MakeCanary("password");
+  const std::string big(300 * 1024, 'k');  // several receive buffers: the secret buffer grows
+  StartServer([&](const HttpRequest& req) {
+    return Text(200, req.body == "{\"password\":\"" + password + "\"}" ? big : "wrong");
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  Request req = Get(Url("/login"));
+  req.method = "POST";
+  req.sensitive_body = SecretBytes::CopyOf("{\"password\":\"" + password + "\"}");
+  req.sensitive_response = true;
+  auto resp = t->Send(req);
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_EQ(resp->body.size(), big.size());
+  EXPECT_EQ(resp->body, big);
+  EXPECT_EQ(server_->requests()[0].Header("content-type"), "application/json");
+  Request both = Get(Url("/login"));
+  both.method = "POST";
+  both.body = "{}";
+  both.sensitive_body = SecretBytes::CopyOf(std::string_view("{}"));
+  EXPECT_FALSE(t->Send(both).ok());
+}
+
+TEST_F(CurlTransportTest, MeasuresClockSkewFromTheDateHeader) {
+  StartServer([](const HttpRequest& req) {
+    HttpResponse r = Text(200, "ok");
+    if (req.path == "/ahead") {
+      r.WithHeader("Date",
+                   FormatHttpDate(std::chrono::system_clock::now() + std::chrono::seconds(120)));
+    }
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  EXPECT_FALSE(t->LastClockSkew().has_value());
+  auto resp = t->Send(Get(Url("/ahead")));
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  ASSERT_TRUE(resp->clock_skew.has_value());
+  ASSERT_TRUE(resp->server_date.has_value());
+  EXPECT_NEAR(static_cast<double>(resp->clock_skew->count()), 120.0, 2.0);
+  ASSERT_TRUE(t->LastClockSkew().has_value());
+  EXPECT_NEAR(static_cast<double>(t->LastClockSkew()->count()), 120.0, 2.0);
+  // The server's own Date (real time) brings it back to about zero.
+  auto normal = t->Send(Get(Url("/now")));
+  ASSERT_TRUE(normal.ok());
+  ASSERT_TRUE(normal->clock_skew.has_value());
+  EXPECT_LE(std::abs(normal->clock_skew->count()), 2);
+  EXPECT_LE(std::abs(t->LastClockSkew()->count()), 2);
+}
+
+// ------------------------------------------------------------------------------------------
+// Size cap.
+
+TEST_F(CurlTransportTest, ResponseSizeCap) {
+  constexpr std::size_t kCap = http::kDefaultMaxResponseBytes;
+  StartServer([&](const HttpRequest& req) {
+    HttpResponse r;
+    r.body.assign(req.path == "/over" ? kCap + 1024 * 1024 : kCap, 'x');
+    r.close_delimited = req.Query("no-length").has_value();
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  auto exact = t->Send(Get(Url("/exact")));
+  ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+  EXPECT_EQ(exact->body.size(), kCap);
+
+  // Announced by Content-Length: refused before the body is read.
+  auto over = t->Send(Get(Url("/over")));
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().reason(), reason::kResponseTooLarge);
+  EXPECT_NE(over.status().message().find("localhost"), std::string::npos);
+
+  // No Content-Length: the write callback stops at the cap.
+  auto over_stream = t->Send(Get(Url("/over?no-length")));
+  ASSERT_FALSE(over_stream.ok());
+  EXPECT_EQ(over_stream.status().reason(), reason::kResponseTooLarge);
+  auto exact_stream = t->Send(Get(Url("/exact?no-length")));
+  ASSERT_TRUE(exact_stream.ok()) << exact_stream.status().ToString();
+  EXPECT_EQ(exact_stream->body.size(), kCap);
+}
+
+TEST_F(CurlTransportTest, ConfigurableSmallCap) {
+  StartServer([](const HttpRequest& req) {
+    HttpResponse r = Text(200, std::string(req.path == "/big" ? 1001 : 1000, 'y'));
+    r.close_delimited = req.Query("no-length").has_value();
+    return r;
+  });
+  auto opts = env_.TransportOpts();
+  opts.max_response_bytes = 1000;
+  auto t = MustCreate(std::move(opts));
+  EXPECT_TRUE(t->Send(Get(Url("/ok"))).ok());
+  EXPECT_TRUE(t->Send(Get(Url("/ok?no-length"))).ok());
+  EXPECT_EQ(t->Send(Get(Url("/big"))).status().reason(), reason::kResponseTooLarge);
+  EXPECT_EQ(t->Send(Get(Url("/big?no-length"))).status().reason(), reason::kResponseTooLarge);
+}
+
+// ------------------------------------------------------------------------------------------
+// Redirects and URLs.
+
+TEST_F(CurlTransportTest, RedirectsAreReturnedNotFollowed) {
+  StartServer([](const HttpRequest& req) {
+    if (req.path == "/start") {
+      HttpResponse r = Text(302, "moved");
+      r.WithHeader("Location", "/elsewhere");
+      return r;
+    }
+    return Text(200, "followed!");
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  auto resp = t->Send(Get(Url("/start")));
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_EQ(resp->status, 302);
+  EXPECT_EQ(resp->Header("location").value_or(""), "/elsewhere");
+  EXPECT_EQ(resp->body, "moved");
+  ASSERT_EQ(server_->requests().size(), 1u);
+}
+
+TEST_F(CurlTransportTest, NonHttpsUrlsAreRefusedWithoutNetworkActivity) {
+  StartServer([](const HttpRequest&) { return Text(200, "ok"); });
+  auto t = MustCreate(env_.TransportOpts());
+  const std::string port = std::to_string(server_->port());
+  for (const std::string& url : std::vector<std::string>{
+           "http://localhost:" + port + "/", "ftp://localhost:" + port + "/", "localhost:" + port,
+           "file:///etc/passwd", "https://user:pw@localhost:" + port + "/", "", "https://",
+           "https://localhost:" + port + "/a b"}) {
+    auto resp = t->Send(Get(url));
+    ASSERT_FALSE(resp.ok()) << url;
+    EXPECT_EQ(resp.status().reason(), reason::kBadUrl) << url;
+    EXPECT_EQ(resp.status().code(), Code::kInvalidArgument) << url;
+    EXPECT_EQ(resp.status().message().find("pw@"), std::string::npos);
+  }
+  auto http = t->Send(Get("http://localhost:" + port + "/x"));
+  EXPECT_NE(http.status().message().find("only https://"), std::string::npos)
+      << http.status().message();
+  EXPECT_NE(http.status().message().find("control_plane.url"), std::string::npos);
+  EXPECT_EQ(server_->connections_accepted(), 0u);
+}
+
+TEST_F(CurlTransportTest, ConnectionRefusedIsConnectFailed) {
+  StartServer([](const HttpRequest&) { return Text(200, "ok"); });
+  const std::string url = Url("/");
+  server_->Stop();  // the port is closed now
+  auto t = MustCreate(env_.TransportOpts());
+  auto resp = t->Send(Get(url));
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().reason(), reason::kConnectFailed) << resp.status().ToString();
+  EXPECT_EQ(resp.status().code(), Code::kUnavailable);
+  EXPECT_NE(resp.status().message().find("localhost:"), std::string::npos);
+}
+
+TEST_F(CurlTransportTest, CreateValidatesOptions) {
+  {
+    auto o = env_.TransportOpts();
+    o.ca_file = (env_.dir / "missing.pem").string();
+    auto t = http::CurlTransport::Create(std::move(o));
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("control_plane.ca_file"), std::string::npos);
+  }
+  {
+    auto o = env_.TransportOpts();
+    WriteFile(env_.dir / "junk.pem", "not a certificate");
+    o.ca_file = (env_.dir / "junk.pem").string();
+    EXPECT_FALSE(http::CurlTransport::Create(std::move(o)).ok());
+  }
+  {
+    auto o = env_.TransportOpts();
+    o.pinned_spki_sha256 = {"c2hvcnQ="};
+    auto t = http::CurlTransport::Create(std::move(o));
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("pinned_spki_sha256[0]"), std::string::npos);
+  }
+  for (const char* proxy : {"https://proxy.example:3128", "socks5://127.0.0.1:1080",
+                            "http://user:pw@proxy.example:3128", "not a url"}) {
+    auto o = env_.TransportOpts();
+    o.proxy_url = proxy;
+    auto t = http::CurlTransport::Create(std::move(o));
+    ASSERT_FALSE(t.ok()) << proxy;
+    EXPECT_EQ(t.status().reason(), reason::kBadUrl) << proxy;
+    EXPECT_EQ(t.status().message().find("pw"), std::string::npos);
+  }
+  {
+    auto o = env_.TransportOpts();
+    o.proxy_password = SecretBytes::CopyOf(std::string_view("pw"));  // but no proxy user
+    EXPECT_FALSE(http::CurlTransport::Create(std::move(o)).ok());
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Connections.
+
+TEST_F(CurlTransportTest, KeepAliveReusesOneConnectionAndResetDropsIt) {
+  StartServer([](const HttpRequest&) { return Text(200, "ok"); });
+  auto t = MustCreate(env_.TransportOpts());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(t->Send(Get(Url("/n"))).ok());
+  EXPECT_EQ(server_->connections_accepted(), 1u);
+  for (const auto& r : server_->requests()) EXPECT_EQ(r.connection_id, 1u);
+
+  t->ResetConnections();
+  ASSERT_TRUE(t->Send(Get(Url("/after-reset"))).ok());
+  EXPECT_EQ(server_->connections_accepted(), 2u);
+  EXPECT_EQ(server_->requests().back().connection_id, 2u);
+
+  // The server closing idle connections is survived transparently.
+  server_->DropConnections();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto after_drop = t->Send(Get(Url("/after-drop")));
+  ASSERT_TRUE(after_drop.ok()) << after_drop.status().ToString();
+  EXPECT_EQ(server_->connections_accepted(), 3u);
+}
+
+TEST_F(CurlTransportTest, ConcurrentSendsThroughOneTransport) {
+  std::atomic<int> in_flight{0};
+  std::atomic<int> max_in_flight{0};
+  StartServer([&](const HttpRequest& req) {
+    const int now = ++in_flight;
+    int seen = max_in_flight.load();
+    while (now > seen && !max_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    --in_flight;
+    return Text(200, req.Query("id").value_or(""));
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  constexpr int kThreads = 6;
+  constexpr int kPerThread = 15;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < kPerThread; ++j) {
+        const std::string id = std::to_string(i) + "-" + std::to_string(j);
+        auto resp = t->Send(Get(Url("/c?id=" + id)));
+        if (!resp.ok() || resp->body != id) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(server_->requests().size(), static_cast<std::size_t>(kThreads * kPerThread));
+  EXPECT_GT(max_in_flight.load(), 1) << "requests ran in parallel";
+  // Handles (and their connections) are pooled: far fewer connections than requests.
+  EXPECT_LE(server_->connections_accepted(), static_cast<std::uint64_t>(kThreads));
+}
+
+// ------------------------------------------------------------------------------------------
+// Faults.
+
+TEST_F(CurlTransportTest, FaultsMapToDistinctReasonsAndTheTransportRecovers) {
+  StartServer([](const HttpRequest&) { return Text(200, "0123456789abcdefghij"); });
+  auto opts = env_.TransportOpts();
+  opts.timeout = std::chrono::milliseconds(700);
+  auto t = MustCreate(std::move(opts));
+
+  // Faults on fresh connections: libcurl retries a request once by itself when a *reused*
+  // connection dies before any answer (the stale keep-alive case).
+  server_->QueueFault({Fault::kResetBeforeHeaders, {}});
+  auto reset = t->Send(Get(Url("/reset")));
+  ASSERT_FALSE(reset.ok());
+  EXPECT_EQ(reset.status().reason(), reason::kProtocol) << reset.status().ToString();
+  EXPECT_TRUE(t->Send(Get(Url("/ok1"))).ok());
+
+  t->ResetConnections();
+  server_->QueueFault({Fault::kTruncateBody, {}});
+  auto truncated = t->Send(Get(Url("/truncated")));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().reason(), reason::kProtocol) << truncated.status().ToString();
+  EXPECT_NE(truncated.status().message().find("cut short"), std::string::npos)
+      << truncated.status().message();
+  EXPECT_TRUE(t->Send(Get(Url("/ok2"))).ok());
+
+  server_->QueueFault({Fault::kStall, {}});
+  const auto start = std::chrono::steady_clock::now();
+  auto stalled = t->Send(Get(Url("/stall")));
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(stalled.ok());
+  EXPECT_EQ(stalled.status().reason(), reason::kTimeout) << stalled.status().ToString();
+  EXPECT_EQ(stalled.status().code(), Code::kDeadlineExceeded);
+  EXPECT_NE(stalled.status().message().find("no complete response"), std::string::npos);
+  EXPECT_LT(took, std::chrono::seconds(5));
+  auto after = t->Send(Get(Url("/ok3")));
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->body, "0123456789abcdefghij");
+}
+
+TEST_F(CurlTransportTest, PerRequestTimeoutOverridesTheDefault) {
+  StartServer([](const HttpRequest&) {
+    HttpResponse r = Text(200, "late");
+    r.fault = {Fault::kDelay, std::chrono::milliseconds(600)};
+    return r;
+  });
+  auto opts = env_.TransportOpts();
+  opts.timeout = std::chrono::milliseconds(250);
+  auto t = MustCreate(std::move(opts));
+  auto short_poll = t->Send(Get(Url("/poll")));
+  EXPECT_EQ(short_poll.status().reason(), reason::kTimeout);
+  Request long_poll = Get(Url("/poll"));
+  long_poll.timeout = std::chrono::seconds(10);
+  auto resp = t->Send(long_poll);
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_EQ(resp->body, "late");
+}
+
+// ------------------------------------------------------------------------------------------
+// Mutual TLS and the negative matrix.
+
+class MutualTlsTest : public CurlTransportTest,
+                      public ::testing::WithParamInterface<ServerOptions::MaxTls> {
+ protected:
+  ServerOptions Opts(ServerOptions::ClientCerts mode) {
+    ServerOptions o = env_.ServerOpts();
+    o.client_certs = mode;
+    o.client_ca_pem = env_.ca->cert_pem();
+    o.max_tls = GetParam();
+    return o;
+  }
+  std::string ExpectedVersion() const {
+    return GetParam() == ServerOptions::MaxTls::kTls12 ? "TLSv1.2" : "TLSv1.3";
+  }
+};
+
+TEST_P(MutualTlsTest, ClientCertificateThroughTheSslCtxHook) {
+  StartServer([](const HttpRequest&) { return Text(200, "hello agent"); },
+              Opts(ServerOptions::ClientCerts::kRequire));
+  auto opts = env_.TransportOpts();
+  opts.client_identity = SoftwareIdentity(env_.ClientIdentity("agt_test"));
+  auto t = MustCreate(std::move(opts));
+  auto resp = t->Send(Get(Url("/agent/v1/jobs")));
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_EQ(resp->body, "hello agent");
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].client_cert_subject.value_or("<none>"), "CN=agt_test");
+  EXPECT_FALSE(seen[0].client_cert_der.empty());
+  EXPECT_EQ(seen[0].tls_version, ExpectedVersion());
+}
+
+TEST_P(MutualTlsTest, RejectionWithoutClientCertificateIsDetected) {
+  StartServer([](const HttpRequest&) { return Text(200, "must not be reached"); },
+              Opts(ServerOptions::ClientCerts::kRequire));
+  auto t = MustCreate(env_.TransportOpts());  // no client identity
+  auto resp = t->Send(Get(Url("/agent/v1/jobs")));
+  ASSERT_FALSE(resp.ok()) << "got an application response: " << resp->body;
+  EXPECT_EQ(resp.status().reason(), reason::kClientCertRejected) << resp.status().ToString();
+  EXPECT_NE(resp.status().message().find("no client certificate is configured"), std::string::npos);
+  EXPECT_TRUE(server_->requests().empty());
+  EXPECT_EQ(server_->connections_accepted(), 1u);
+}
+
+TEST_P(MutualTlsTest, RejectionOfACertificateFromAnotherCaIsDetected) {
+  StartServer([](const HttpRequest&) { return Text(200, "must not be reached"); },
+              Opts(ServerOptions::ClientCerts::kRequire));
+  auto other = TestCa::Create("Some Other CA");
+  auto opts = env_.TransportOpts();
+  opts.client_identity = SoftwareIdentity(env_.ClientIdentity("agt_test", other.get()));
+  auto t = MustCreate(std::move(opts));
+  auto resp = t->Send(Get(Url("/agent/v1/jobs")));
+  ASSERT_FALSE(resp.ok()) << "got an application response: " << resp->body;
+  EXPECT_EQ(resp.status().reason(), reason::kClientCertRejected) << resp.status().ToString();
+  EXPECT_NE(resp.status().message().find("unknown CA"), std::string::npos)
+      << resp.status().message();
+  EXPECT_TRUE(server_->requests().empty());
+}
+
+TEST_P(MutualTlsTest, AServerThatIgnoresClientCertificatesAcceptsTheCall) {
+  StartServer([](const HttpRequest&) { return Text(200, "ignored"); },
+              Opts(ServerOptions::ClientCerts::kRequest));
+  auto opts = env_.TransportOpts();
+  opts.client_identity = SoftwareIdentity(env_.ClientIdentity("agt_test"));
+  auto t = MustCreate(std::move(opts));
+  auto resp = t->Send(Get(Url("/")));
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_FALSE(seen[0].client_cert_subject.has_value()) << "kRequest verifies nothing";
+  EXPECT_FALSE(seen[0].client_cert_der.empty()) << "but the certificate was presented";
+}
+
+TEST_P(MutualTlsTest, VerifyIfPresentedAcceptsNoCertificateButNotAForeignOne) {
+  StartServer(
+      [](const HttpRequest& req) {
+        return Text(200, req.client_cert_subject.value_or("anonymous"));
+      },
+      Opts(ServerOptions::ClientCerts::kVerifyIfPresented));
+  auto anonymous = MustCreate(env_.TransportOpts());
+  auto a = anonymous->Send(Get(Url("/enroll")));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->body, "anonymous");
+  auto opts = env_.TransportOpts();
+  opts.client_identity = SoftwareIdentity(env_.ClientIdentity("agt_7"));
+  auto b = MustCreate(std::move(opts))->Send(Get(Url("/jobs")));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->body, "CN=agt_7");
+  auto other = TestCa::Create("Some Other CA");
+  auto foreign_opts = env_.TransportOpts();
+  foreign_opts.client_identity = SoftwareIdentity(env_.ClientIdentity("agt_x", other.get()));
+  auto c = MustCreate(std::move(foreign_opts))->Send(Get(Url("/jobs")));
+  EXPECT_EQ(c.status().reason(), reason::kClientCertRejected) << c.status().ToString();
+}
+
+TEST_P(MutualTlsTest, AFailingIdentityHookIsAClearError) {
+  StartServer([](const HttpRequest&) { return Text(200, "x"); },
+              Opts(ServerOptions::ClientCerts::kRequire));
+  auto opts = env_.TransportOpts();
+  opts.client_identity = [](SSL_CTX*) {
+    return Status(Code::kUnavailable, "token not present", "token_unavailable");
+  };
+  auto t = MustCreate(std::move(opts));
+  auto resp = t->Send(Get(Url("/")));
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().reason(), "token_unavailable");
+  EXPECT_NE(resp.status().message().find("token not present"), std::string::npos);
+  EXPECT_NE(resp.status().message().find("client certificate"), std::string::npos);
+
+  auto throwing = env_.TransportOpts();
+  throwing.client_identity = [](SSL_CTX*) -> Status { throw std::runtime_error("boom"); };
+  auto t2 = MustCreate(std::move(throwing));
+  auto resp2 = t2->Send(Get(Url("/")));
+  ASSERT_FALSE(resp2.ok());
+  EXPECT_EQ(resp2.status().code(), Code::kInternal);
+  EXPECT_EQ(resp2.status().reason(), reason::kTlsHandshake);
+  EXPECT_TRUE(server_->requests().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(TlsVersions, MutualTlsTest,
+                         ::testing::Values(ServerOptions::MaxTls::kTls13,
+                                           ServerOptions::MaxTls::kTls12),
+                         [](const auto& param_info) {
+                           return param_info.param == ServerOptions::MaxTls::kTls12 ? "Tls12"
+                                                                                    : "Tls13";
+                         });
+
+struct BadServerCase {
+  const char* name;
+  // Returns the server identity to present.
+  std::function<KeyAndCert(const TlsEnv&, const TestCa& other)> identity;
+  const char* expected_reason;
+  const char* expected_text;
+  const char* expected_hint;
+};
+
+class ServerVerificationTest : public CurlTransportTest,
+                               public ::testing::WithParamInterface<BadServerCase> {};
+
+TEST_P(ServerVerificationTest, IsRefusedWithAPreciseReason) {
+  auto other = TestCa::Create("Untrusted CA");
+  KeyAndCert identity = GetParam().identity(env_, *other);
+  ServerOptions o = env_.ServerOpts();
+  o.certificate_chain_pem = identity.chain_pem;
+  o.private_key_pem = identity.key_pem;
+  StartServer([](const HttpRequest&) { return Text(200, "must not be reached"); }, o);
+  auto t = MustCreate(env_.TransportOpts());
+  auto resp = t->Send(Get(Url("/")));
+  ASSERT_FALSE(resp.ok()) << "got an application response";
+  EXPECT_EQ(resp.status().reason(), GetParam().expected_reason) << resp.status().ToString();
+  EXPECT_NE(resp.status().message().find(GetParam().expected_text), std::string::npos)
+      << resp.status().message();
+  EXPECT_NE(resp.status().message().find(GetParam().expected_hint), std::string::npos)
+      << resp.status().message();
+  EXPECT_NE(resp.status().message().find("localhost:" + std::to_string(server_->port())),
+            std::string::npos)
+      << resp.status().message();
+  EXPECT_TRUE(server_->requests().empty());
+}
+
+KeyAndCert MustIssue(const TestCa& ca, const TestCa::LeafOptions& o) {
+  auto r = ca.Issue(o);
+  if (!r.ok()) throw std::runtime_error(r.status().ToString());
+  return std::move(r).value();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Matrix, ServerVerificationTest,
+    ::testing::Values(
+        BadServerCase{
+            "WrongCa", [](const TlsEnv&, const TestCa& other) { return MustIssue(other, {}); },
+            reason::kTlsVerifyFailed, "not issued by a trusted CA", "check control_plane.ca_file"},
+        BadServerCase{"WrongHostName",
+                      [](const TlsEnv& env, const TestCa&) {
+                        TestCa::LeafOptions o;
+                        o.common_name = "other.example";
+                        o.dns_names = {"other.example"};
+                        o.ip_addresses = {};
+                        return MustIssue(*env.ca, o);
+                      },
+                      reason::kTlsVerifyFailed, "not valid for the host name localhost",
+                      "check that control_plane.url uses a name in the server certificate"},
+        BadServerCase{"Expired",
+                      [](const TlsEnv& env, const TestCa&) {
+                        TestCa::LeafOptions o;
+                        o.not_before_offset = -std::chrono::hours(72);
+                        o.not_after_offset = -std::chrono::hours(1);
+                        return MustIssue(*env.ca, o);
+                      },
+                      reason::kTlsVerifyFailed, "has expired", "must be renewed"},
+        BadServerCase{"SelfSigned",
+                      [](const TlsEnv&, const TestCa&) {
+                        auto r = MakeSelfSigned("localhost");
+                        if (!r.ok()) throw std::runtime_error(r.status().ToString());
+                        return std::move(r).value();
+                      },
+                      reason::kTlsVerifyFailed, "self-signed", "check control_plane.ca_file"}),
+    [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST_F(CurlTransportTest, SpkiPins) {
+  StartServer([](const HttpRequest&) { return Text(200, "pinned"); });
+  auto right = SpkiSha256Base64(env_.server_identity.cert_pem);
+  auto wrong = SpkiSha256Base64(env_.ClientIdentity("someone-else").cert_pem);
+  ASSERT_TRUE(right.ok() && wrong.ok());
+
+  auto mismatch_opts = env_.TransportOpts();
+  mismatch_opts.pinned_spki_sha256 = {*wrong};
+  auto mismatch = MustCreate(std::move(mismatch_opts))->Send(Get(Url("/")));
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_EQ(mismatch.status().reason(), reason::kTlsPinMismatch) << mismatch.status().ToString();
+  EXPECT_NE(mismatch.status().message().find("control_plane.pinned_spki_sha256"),
+            std::string::npos);
+
+  auto match_opts = env_.TransportOpts();
+  match_opts.pinned_spki_sha256 = {*wrong, *right};  // any one pin may match
+  auto match = MustCreate(std::move(match_opts))->Send(Get(Url("/")));
+  ASSERT_TRUE(match.ok()) << match.status().ToString();
+  EXPECT_EQ(match->body, "pinned");
+  EXPECT_EQ(server_->requests().size(), 1u);
+}
+
+TEST_F(CurlTransportTest, SecretsNeverAppearInErrors) {
+  const std::string token = MakeCanary("token");
+  StartServer([](const HttpRequest&) { return Text(200, "x"); });
+  auto t = MustCreate(env_.TransportOpts());
+  server_->QueueFault({Fault::kResetBeforeHeaders, {}});
+  Request req = Get(Url("/"));
+  req.authorization = SecretBytes::CopyOf("Bearer " + token);
+  req.sensitive_body = SecretBytes::CopyOf(token);
+  req.method = "POST";
+  auto resp = t->Send(req);
+  ASSERT_FALSE(resp.ok());
+  EXPECT_TRUE(FindCanaryIn(token, resp.status().ToString(), "status").empty());
+}
+
+}  // namespace
+}  // namespace cakewalk::testing
