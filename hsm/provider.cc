@@ -1203,28 +1203,40 @@ std::string ProviderKeyLabel(const EVP_PKEY* key) {
   return ok ? std::string(buf, len) : "";
 }
 
-Status UseClientIdentity(SSL_CTX* ctx, const std::string& chain_pem, EVP_PKEY* key) {
-  if (ctx == nullptr || key == nullptr) return InvalidArgument("UseClientIdentity: null argument");
-  CW_ASSIGN_OR_RETURN(auto chain, ParsePemChain(chain_pem));
-  X509* leaf = chain.front().get();
-  const std::string subject = CertificateSubject(leaf);
-  std::string key_name = ProviderKeyLabel(key);
-  key_name = key_name.empty() ? "the private key" : "token key '" + key_name + "'";
+namespace {
 
-  // Compare first, so a mismatch gets a plain message rather than OpenSSL's.
+// "token key 'label'" for keys of this provider, "the private key" for others.
+std::string KeyName(const EVP_PKEY* key) {
+  const std::string label = ProviderKeyLabel(key);
+  return label.empty() ? "the private key" : "token key '" + label + "'";
+}
+
+Status CheckBelongs(const X509* leaf, const EVP_PKEY* key) {
   ERR_set_mark();
   const int eq = EVP_PKEY_eq(X509_get0_pubkey(leaf), key);
   ERR_pop_to_mark();
   if (eq != 1) {
-    return FailedPrecondition("client certificate " + subject + " does not belong to " + key_name +
-                              " (the public keys differ)");
+    return FailedPrecondition("client certificate " + CertificateSubject(leaf) +
+                              " does not belong to " + KeyName(key) + " (the public keys differ)");
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status UseClientIdentity(SSL_CTX* ctx, const std::string& chain_pem, EVP_PKEY* key) {
+  if (ctx == nullptr || key == nullptr) return InvalidArgument("UseClientIdentity: null argument");
+  CW_ASSIGN_OR_RETURN(auto chain, ParsePemChain(chain_pem));
+  X509* leaf = chain.front().get();
+  // Compare first, so a mismatch gets a plain message rather than OpenSSL's.
+  CW_RETURN_IF_ERROR(CheckBelongs(leaf, key));
   ERR_set_mark();
-  auto fail = [&](std::string step) {
-    std::string detail = DrainOpensslErrors();
-    return FailedPrecondition("cannot use client certificate " + subject + " with " + key_name +
-                              ": " + step + " failed: " + detail);
+  auto fail = [&](const std::string& step) {
+    const std::string detail = DrainOpensslErrors();
+    return FailedPrecondition("cannot use client certificate " + CertificateSubject(leaf) +
+                              " with " + KeyName(key) + ": " + step + " failed: " + detail);
   };
+  // Certificate first: set after the key, a non-matching certificate would silently drop it.
   if (SSL_CTX_use_certificate(ctx, leaf) != 1) return fail("SSL_CTX_use_certificate");
   if (SSL_CTX_clear_chain_certs(ctx) != 1) return fail("SSL_CTX_clear_chain_certs");
   for (std::size_t i = 1; i < chain.size(); ++i) {
@@ -1236,6 +1248,16 @@ Status UseClientIdentity(SSL_CTX* ctx, const std::string& chain_pem, EVP_PKEY* k
   if (SSL_CTX_check_private_key(ctx) != 1) return fail("SSL_CTX_check_private_key");
   ERR_pop_to_mark();
   return Status::Ok();
+}
+
+Result<std::function<Status(SSL_CTX*)>> MakeClientIdentityHook(std::string chain_pem, EvpPkey key) {
+  if (key == nullptr) return InvalidArgument("MakeClientIdentityHook: no key");
+  CW_ASSIGN_OR_RETURN(auto chain, ParsePemChain(chain_pem));
+  CW_RETURN_IF_ERROR(CheckBelongs(chain.front().get(), key.get()));
+  std::shared_ptr<EVP_PKEY> shared(key.release(), EVP_PKEY_free);
+  return std::function<Status(SSL_CTX*)>([chain_pem = std::move(chain_pem), shared](SSL_CTX* ctx) {
+    return UseClientIdentity(ctx, chain_pem, shared.get());
+  });
 }
 
 }  // namespace cakewalk::hsm

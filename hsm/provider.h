@@ -49,6 +49,7 @@
 #include <openssl/types.h>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -95,5 +96,11 @@ std::string ProviderKeyLabel(const EVP_PKEY* key);
 // name the certificate's subject and the step that failed; OpenSSL's error queue is left clean.
 // Used from the libcurl transport's SSL_CTX hook.
 Status UseClientIdentity(SSL_CTX* ctx, const std::string& chain_pem, EVP_PKEY* key);
+
+// A hook for http::TransportOptions::client_identity: UseClientIdentity(ctx, chain_pem, key) on
+// every new connection's SSL_CTX. The hook shares ownership of `key` (free the transport before
+// releasing provider keys). Checks up front, without signing, that the chain parses and belongs
+// to `key`.
+Result<std::function<Status(SSL_CTX*)>> MakeClientIdentityHook(std::string chain_pem, EvpPkey key);
 
 }  // namespace cakewalk::hsm

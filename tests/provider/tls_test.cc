@@ -216,6 +216,30 @@ TEST_F(TlsTest, MismatchedCertificateIsRefusedByUseClientIdentity) {
   EXPECT_EQ(ERR_peek_error(), 0u);
 }
 
+TEST_F(TlsTest, IdentityHookInstallsTheIdentityOnEveryNewContext) {
+  Identity id = MakeIdentity(KeyType::kEcP256, "agt_hook");
+  // The hook shares the key; the test's own reference can go.
+  auto hook = MakeClientIdentityHook(id.chain_pem, std::move(id.pkey));
+  ASSERT_TRUE(hook.ok()) << hook.status().ToString();
+  for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+    auto ctx = testing::MakeClientCtx(ca_->cert_pem(), TLS1_2_VERSION, version);
+    ASSERT_TRUE(ctx.ok());
+    Status st = (*hook)(ctx->get());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    Run run = Exchange(ServerOptions(version), ctx->get());
+    EXPECT_EQ(run.client.response, "hello " + id.subject + "\n") << run.client.error;
+  }
+  EXPECT_EQ(id.handshake_signs(), 2);
+  // A chain for another key is refused when the hook is made, before any connection.
+  Identity other = MakeIdentity(KeyType::kEcP256, "agt_other");
+  auto bad = MakeClientIdentityHook(id.chain_pem, std::move(other.pkey));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("does not belong to token key 'label-agt_other'"),
+            std::string::npos)
+      << bad.status().message();
+  EXPECT_EQ(ERR_peek_error(), 0u);
+}
+
 class TlsFailureTest : public TlsTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(TlsFailureTest, TokenSigningFailureFailsTheHandshakeCleanly) {
