@@ -759,8 +759,15 @@ void FakeHttpsServer::Impl::Serve(Conn* conn) {
     bool idle = buf.empty();
     const auto head_deadline = Clock::now() + (idle ? kIdleTimeout : kIoTimeout);
     Io io = Io::kOk;
+    bool bare_lf = false;
     while ((head_end = buf.find("\r\n\r\n")) == std::string::npos) {
       if (buf.size() > kMaxHeadBytes) break;
+      // A line feed without its carriage return can never end a valid head: answer now.
+      // (Without a complete head, everything buffered is head.)
+      for (std::size_t lf = buf.find('\n'); lf != std::string::npos; lf = buf.find('\n', lf + 1)) {
+        if (lf == 0 || buf[lf - 1] != '\r') bare_lf = true;
+      }
+      if (bare_lf) break;
       io = ReadMore(ssl.get(), fd, buf, head_deadline);
       if (io != Io::kOk) break;
     }
@@ -772,7 +779,9 @@ void FakeHttpsServer::Impl::Serve(Conn* conn) {
     bool expect_continue = false;
     ParseError perr;
     bool parsed = false;
-    if (head_end == std::string::npos) {
+    if (bare_lf) {
+      perr = {400, "lines must end with CRLF"};
+    } else if (head_end == std::string::npos) {
       perr = {431, "request head too large"};
     } else {
       parsed = ParseHead(std::string_view(buf).substr(0, head_end), req, content_length,
