@@ -535,6 +535,11 @@ HttpResponse FakeControlPlane::Impl::Handle(FakeControlPlane& self, const HttpRe
   stored.status = response.status;
   stored.error_code = info.error_code;
   stored.fault = info.fault;
+  if (!fault.has_value() && response.status >= 400) {
+    EventLocked("answered " + std::to_string(response.status) + " " + info.error_code + " to " +
+                req.method + " " + path +
+                (info.agent_id.empty() ? std::string() : " from " + info.agent_id));
+  }
   if (fault.has_value()) {
     EventLocked("fault " + info.fault +
                 (fault->fault.kind == Kind::kStatus || fault->fault.kind == Kind::kHtmlPage
