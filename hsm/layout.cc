@@ -62,6 +62,24 @@ std::optional<RecordLabelParts> ParseRecordLabel(std::string_view label) {
   return out;
 }
 
+std::optional<std::vector<std::uint8_t>> ParseHex(std::string_view hex) {
+  if (hex.size() % 2 != 0) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::vector<std::uint8_t> out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]);
+    const int lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
+  }
+  return out;
+}
+
 std::string SealAad(std::string_view connection, std::string_view name, std::uint32_t version) {
   return "cakewalk:v1:" + std::string(connection) + ":" + std::string(name) + ":" +
          std::to_string(version);

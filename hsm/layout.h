@@ -5,13 +5,14 @@
 //   CKA_TOKEN=TRUE, CKA_PRIVATE=TRUE (readable only after login), CKA_MODIFIABLE=TRUE (the label
 //   carries the state), CKA_APPLICATION="cakewalk-agent",
 //   CKA_LABEL="cakewalk:secret:<connection>:<name>:v<version>:<state>",
-//   CKA_ID=16 random bytes (shared with the version's seed key, if any),
 //   CKA_VALUE=compact JSON (never a plaintext secret):
 //     {"format":1,"kind":"sealed","connection":"jira-prod","name":"password","version":3,
 //      "created":"2026-12-04T17:29:08Z","scheme":"aes-256-gcm","key":"<hex CKA_ID of the sealing
 //      key>","sealed":"<base64 of IV(12) || ciphertext || tag(16)>"}
 //     {"format":1,"kind":"totp","connection":"jira-prod","name":"totp","version":2,
-//      "created":"...","algorithm":"SHA1","digits":6,"period":30}
+//      "created":"...","algorithm":"SHA1","digits":6,"period":30,"seed":"<hex CKA_ID of the
+//      seed key>"}
+//   (Data objects have no CKA_ID in PKCS#11, so the link to the seed key lives in the JSON.)
 //   <state> is "pending" (staged, not used yet), "current" (in use) or "retired" (superseded,
 //   kept until destroyed after a grace period). State changes are one C_SetAttributeValue of the
 //   label, so each is atomic. If two versions are labelled current (a crash between promoting one
@@ -20,13 +21,14 @@
 //   (relabelled by hand) is refused.
 //
 // TOTP SEED KEY of a "totp" record, a CKO_SECRET_KEY:
-//   CKK_GENERIC_SECRET, CKA_LABEL="cakewalk:seed:<connection>:totp:v<version>", CKA_ID = the
-//   record's, CKA_TOKEN/PRIVATE/SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_SIGN=TRUE, CKA_VERIFY,
-//   ENCRYPT, DECRYPT, WRAP, UNWRAP, DERIVE=FALSE, CKA_MODIFIABLE=FALSE (rotation = new version +
-//   destroy old), CKA_ALLOWED_MECHANISMS={the one CKM_SHA*_HMAC of its algorithm}.
-//   CKA_VALUE = the seed, zero-padded to the digest length when shorter (SoftHSM refuses HMAC keys
-//   shorter than the digest; HMAC pads short keys with zeros to the block size anyway, RFC 2104
-//   §2, so the MAC is unchanged). Seeds at least as long as the digest are stored unchanged.
+//   CKK_GENERIC_SECRET, CKA_LABEL="cakewalk:seed:<connection>:totp:v<version>", CKA_ID=16
+//   random bytes (named by the record's "seed"), CKA_TOKEN/PRIVATE/SENSITIVE=TRUE,
+//   CKA_EXTRACTABLE=FALSE, CKA_SIGN=TRUE, CKA_VERIFY, ENCRYPT, DECRYPT, WRAP, UNWRAP, DERIVE=FALSE,
+//   CKA_MODIFIABLE=FALSE (rotation = new version + destroy old), CKA_ALLOWED_MECHANISMS={the one
+//   CKM_SHA*_HMAC of its algorithm}. CKA_VALUE = the seed, zero-padded to the digest length when
+//   shorter (SoftHSM refuses HMAC keys shorter than the digest; HMAC pads short keys with zeros to
+//   the block size anyway, RFC 2104 §2, so the MAC is unchanged). Seeds at least as long as the
+//   digest are stored unchanged.
 //
 // SEALING KEY, a CKO_SECRET_KEY generated in the token (CKM_AES_KEY_GEN, 256 bits):
 //   CKA_LABEL="cakewalk:seal-key", CKA_ID=16 random bytes (records name it by this id),
@@ -44,6 +46,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -71,6 +74,9 @@ struct RecordLabelParts {
 };
 // nullopt when `label` is not a record label of this layout.
 std::optional<RecordLabelParts> ParseRecordLabel(std::string_view label);
+
+// Lower-case hex (as HexEncode writes it) to bytes; nullopt when malformed.
+std::optional<std::vector<std::uint8_t>> ParseHex(std::string_view hex);
 
 // AAD of a sealed record.
 std::string SealAad(std::string_view connection, std::string_view name, std::uint32_t version);

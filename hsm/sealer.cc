@@ -140,23 +140,10 @@ class AesGcmSealer final : public Sealer {
     if (it != by_id_.end() && it->second.generation == session.generation()) {
       return it->second.handle;
     }
-    std::vector<std::uint8_t> id;
-    for (std::size_t i = 0; i + 1 < key_id.size(); i += 2) {
-      auto nibble = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;
-      };
-      const int hi = nibble(key_id[i]);
-      const int lo = nibble(key_id[i + 1]);
-      if (hi < 0 || lo < 0) return FailedPrecondition("the record names a malformed key id");
-      id.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
-    }
-    if (id.empty() || id.size() * 2 != key_id.size()) {
-      return FailedPrecondition("the record names a malformed key id");
-    }
+    std::optional<std::vector<std::uint8_t>> id = ParseHex(key_id);
+    if (!id || id->empty()) return FailedPrecondition("the record names a malformed key id");
     Template find;
-    KeyClass(find).Bytes(CKA_ID, id);
+    KeyClass(find).Bytes(CKA_ID, *id);
     CW_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, session.Find(find, 2));
     if (found.empty()) {
       return FailedPrecondition("the sealing key with id " + std::string(key_id) +

@@ -87,7 +87,7 @@ Status ValidatePurpose(std::string_view purpose) {
 struct Record {
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   std::string label;
-  std::vector<std::uint8_t> id;
+  std::vector<std::uint8_t> id;  // kind totp: CKA_ID of the seed key
   RecordState state = RecordState::kPending;
   SecretInfo info;
   // kind sealed
@@ -142,6 +142,15 @@ Result<Record> ParseRecord(const internal::RecordLabelParts& parts, std::string 
       f.Fail("algorithm", "unknown algorithm");
     }
     r.info.scheme = TotpScheme(r.totp);
+    const std::string seed = f.String("seed", JsonFields::kRequired);
+    if (f.ok()) {
+      std::optional<std::vector<std::uint8_t>> id = internal::ParseHex(seed);
+      if (!id || id->empty()) {
+        f.Fail("seed", "expected the seed key's CKA_ID in hex");
+      } else {
+        r.id = std::move(*id);
+      }
+    }
   } else {
     f.Fail("kind", "expected \"sealed\" or \"totp\"");
   }
@@ -179,10 +188,8 @@ Result<std::vector<Record>> LoadRecords(Session& s, std::optional<std::string_vi
     if (connection && parts->connection != *connection) continue;
     if (name && parts->name != *name) continue;
     CW_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value, s.GetBytes(h, CKA_VALUE));
-    CW_ASSIGN_OR_RETURN(std::vector<std::uint8_t> id, s.GetBytes(h, CKA_ID));
     CW_ASSIGN_OR_RETURN(Record r, ParseRecord(*parts, std::move(label), value));
     r.handle = h;
-    r.id = std::move(id);
     out.push_back(std::move(r));
   }
   std::sort(out.begin(), out.end(), [](const Record& a, const Record& b) {
@@ -239,15 +246,13 @@ Json::Value RecordHeader(std::string_view connection, std::string_view name, std
   return v;
 }
 
-Template& RecordTemplate(Template& t, const std::string& label, std::span<const std::uint8_t> id,
-                         const std::string& json) {
+Template& RecordTemplate(Template& t, const std::string& label, const std::string& json) {
   return t.Ulong(CKA_CLASS, CKO_DATA)
       .Bool(CKA_TOKEN, true)
       .Bool(CKA_PRIVATE, true)
       .Bool(CKA_MODIFIABLE, true)
       .String(CKA_APPLICATION, internal::kApplication)
       .String(CKA_LABEL, label)
-      .Bytes(CKA_ID, id)
       .String(CKA_VALUE, json);
 }
 
@@ -355,8 +360,6 @@ struct SecretStore::Impl {
           CW_ASSIGN_OR_RETURN(
               internal::SealedRecord sealed,
               sealer_ptr->Seal(s, value, internal::SealAad(connection, name, version)));
-          std::uint8_t id[internal::kObjectIdBytes];
-          CW_RETURN_IF_ERROR(s.Random(id));
           Json::Value json = RecordHeader(connection, name, version, created, "sealed");
           json["scheme"] = std::string(sealer_ptr->scheme());
           json["key"] = sealed.key_id;
@@ -364,7 +367,7 @@ struct SecretStore::Impl {
           const RecordState state =
               activation == Activation::kCurrent ? RecordState::kCurrent : RecordState::kPending;
           Template t;
-          RecordTemplate(t, internal::RecordLabel(connection, name, version, state), id,
+          RecordTemplate(t, internal::RecordLabel(connection, name, version, state),
                          WriteJson(json));
           CW_RETURN_IF_ERROR(s.Create(t).status());
           if (state == RecordState::kCurrent) CW_RETURN_IF_ERROR(RetireOthers(s, records, version));
@@ -600,11 +603,12 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
         json["algorithm"] = std::string(TotpAlgorithmName(seed.params.algorithm));
         json["digits"] = seed.params.digits;
         json["period"] = static_cast<Json::Int64>(seed.params.period.count());
+        json["seed"] = HexEncode(id);
         const RecordState state =
             activation == Activation::kCurrent ? RecordState::kCurrent : RecordState::kPending;
         Template record;
         RecordTemplate(record, internal::RecordLabel(connection, kTotpSecretName, version, state),
-                       id, WriteJson(json));
+                       WriteJson(json));
         Result<CK_OBJECT_HANDLE> created_record = s.Create(record);
         if (!created_record.ok()) {
           s.Destroy(key_handle).IgnoreError();  // best effort: no key without its record
