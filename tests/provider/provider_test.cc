@@ -187,6 +187,11 @@ TEST_F(ProviderTest, EcKeyEqualsItsPublicKeyAndNoOther) {
   EvpPkey other_pkey = MustProviderKey(other);
   EXPECT_NE(EVP_PKEY_eq(other_pkey.get(), pkey.get()), 1);
   ERR_clear_error();
+  // Comparing may leave a public-only copy of our key in OpenSSL's export cache; signing must
+  // still go to the token.
+  auto sig = DigestSign(pkey.get(), "SHA256", "after comparisons");
+  EXPECT_TRUE(DigestVerify(legacy.get(), "SHA256", "after comparisons", sig));
+  EXPECT_EQ(soft->sign_calls(), 1);
 }
 
 TEST_F(ProviderTest, EcDigestSignProducesDerThatVerifies) {
