@@ -113,7 +113,10 @@ std::optional<std::string> GetPart(CURLU* u, CURLUPart part, unsigned flags = 0)
 
 // Parses an absolute URL; `what` names it in messages. Never echoes path or query (they may carry
 // identifiers), only scheme, host and port.
-Result<UrlParts> ParseUrl(std::string_view url, std::string_view what) {
+// With `default_port`, a URL without a port gets its scheme's default; otherwise port stays 0.
+// `path_and_query`, when given, receives the path plus "?query" as written (for checks only).
+Result<UrlParts> ParseUrl(std::string_view url, std::string_view what, bool default_port = true,
+                          std::string* path_and_query = nullptr) {
   const Status bad(Code::kInvalidArgument, std::string(what) + " is not a valid absolute URL",
                    reason::kBadUrl);
   if (url.empty() || HasControlChars(url) || url.find(' ') != std::string_view::npos) return bad;
@@ -133,9 +136,13 @@ Result<UrlParts> ParseUrl(std::string_view url, std::string_view what) {
                       "host); credentials never go into URLs",
                   reason::kBadUrl);
   }
-  const auto port = GetPart(u.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  const auto port = GetPart(u.get(), CURLUPART_PORT, default_port ? CURLU_DEFAULT_PORT : 0u);
   if (port) {
     std::from_chars(port->data(), port->data() + port->size(), parts.port);
+  }
+  if (path_and_query != nullptr) {
+    *path_and_query = GetPart(u.get(), CURLUPART_PATH).value_or("");
+    if (auto query = GetPart(u.get(), CURLUPART_QUERY)) *path_and_query += "?" + *query;
   }
   return parts;
 }
@@ -189,15 +196,16 @@ struct Transfer {
   Status identity_status;  // set when the client identity hook failed
 };
 
-// Appends to the body. For sensitive responses the buffer never reallocates behind our back:
-// growth copies into a new buffer and wipes the old one.
+// Appends to the body (the caller checked the cap). Growth is explicit, so the buffer never
+// exceeds the cap (std::string's own growth could double past it), and for sensitive responses
+// the old buffer is wiped instead of being freed with the bytes in it.
 void AppendBody(Transfer& t, const char* data, std::size_t n) {
   std::string& body = t.response.body;
-  if (t.sensitive && body.size() + n > body.capacity()) {
-    std::string bigger;
+  if (body.size() + n > body.capacity()) {
+    std::string bigger;  // fresh: reserve() on it allocates exactly what is asked
     bigger.reserve(std::min(t.max_body, std::max(body.capacity() * 2, body.size() + n)));
     bigger.append(body);
-    WipeString(body);
+    if (t.sensitive) WipeString(body);
     body.swap(bigger);
   }
   body.append(data, n);
@@ -353,6 +361,7 @@ class CurlTransportImpl final : public Transport {
   std::string Hint(std::string_view key) const {
     return options_.config_name + "." + std::string(key);
   }
+  std::string ProxyHint() const { return Hint("proxy") + " (or https_proxy)"; }
 
   TransportOptions options_;
   std::optional<ProxyConfig> proxy_;
@@ -402,16 +411,22 @@ Status CurlTransportImpl::Init() {
 
   // Proxy.
   if (options_.proxy_url) {
-    auto parts = ParseUrl(*options_.proxy_url, "the proxy URL");
-    if (!parts.ok()) return parts.status().WithContext(Hint("proxy"));
+    std::string path;
+    auto parts = ParseUrl(*options_.proxy_url, "the proxy URL", false, &path);
+    if (!parts.ok()) return parts.status().WithContext(ProxyHint());
+    auto bad = [&](std::string problem) {
+      return Status(Code::kInvalidArgument, ProxyHint() + ": " + problem, reason::kBadUrl);
+    };
     if (parts->scheme != "http") {
-      return Status(Code::kInvalidArgument,
-                    Hint("proxy") + ": only http:// proxies are supported (got " + parts->scheme +
-                        "://); the connection to the server is TLS end to end through the "
-                        "proxy's CONNECT tunnel either way",
-                    reason::kBadUrl);
+      return bad("only http:// proxies are supported (got " + parts->scheme +
+                 "://); the connection to the server is TLS end to end through the proxy's "
+                 "CONNECT tunnel either way");
     }
-    if (parts->port == 0) parts->port = 1080;  // libcurl's default proxy port
+    if (parts->port == 0) {
+      // libcurl would guess 1080, other tools 80: make the operator say it.
+      return bad("the proxy URL must name its port (http://" + parts->host + ":<port>)");
+    }
+    if (!path.empty() && path != "/") return bad("the proxy URL must not have a path or query");
     proxy_ = ProxyConfig{*parts, "http://" + parts->HostPort()};
   }
   if (!options_.proxy_password.empty()) {
@@ -426,7 +441,7 @@ Status CurlTransportImpl::Init() {
     proxy_password_cstr_.Append(std::string_view("\0", 1));
   }
   if (options_.proxy_username && (HasControlChars(*options_.proxy_username) || !proxy_)) {
-    return InvalidArgument(Hint("proxy_user") + " is malformed or set without a proxy");
+    return InvalidArgument(Hint("proxy_username") + " is malformed or set without a proxy");
   }
 
   // One handle up front: option errors show at start, not at the first request.
@@ -688,7 +703,7 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
               : "the proxy requires authentication and no proxy user is configured";
       return fail(Code::kUnavailable,
                   "proxy " + proxy + " answered " + std::to_string(connect_code) + " to CONNECT " +
-                      host + ": " + who + "; check " + Hint("proxy_user") +
+                      host + ": " + who + "; check " + Hint("proxy_username") +
                       " and the token secret 'proxy-password'",
                   reason::kProxyAuthFailed);
     }
@@ -706,7 +721,7 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
                   reason::kBadUrl);
     case CURLE_COULDNT_RESOLVE_PROXY:
       return fail(Code::kUnavailable,
-                  "cannot resolve the proxy host " + proxy_->url.host + "; check " + Hint("proxy"),
+                  "cannot resolve the proxy host " + proxy_->url.host + "; check " + ProxyHint(),
                   reason::kProxyError);
     case CURLE_COULDNT_RESOLVE_HOST:
       return fail(Code::kUnavailable,
@@ -720,7 +735,7 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
                         std::string_view::npos) {
         return fail(Code::kUnavailable,
                     "cannot connect to the proxy " + proxy_->url.HostPort() + "; check " +
-                        Hint("proxy") + detail,
+                        ProxyHint() + detail,
                     reason::kProxyError);
       }
       return fail(Code::kUnavailable,

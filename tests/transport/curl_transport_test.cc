@@ -3,7 +3,11 @@
 // mutual TLS and the TLS negative matrix, faults and recovery, concurrency.
 #include "jira/curl_transport.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -329,13 +333,27 @@ TEST_F(CurlTransportTest, CreateValidatesOptions) {
     EXPECT_NE(t.status().message().find("pinned_spki_sha256[0]"), std::string::npos);
   }
   for (const char* proxy : {"https://proxy.example:3128", "socks5://127.0.0.1:1080",
-                            "http://user:pw@proxy.example:3128", "not a url"}) {
+                            "http://user:pw@proxy.example:3128", "not a url",
+                            "http://proxy.example", "http://proxy.example:3128/path"}) {
     auto o = env_.TransportOpts();
     o.proxy_url = proxy;
     auto t = http::CurlTransport::Create(std::move(o));
     ASSERT_FALSE(t.ok()) << proxy;
     EXPECT_EQ(t.status().reason(), reason::kBadUrl) << proxy;
     EXPECT_EQ(t.status().message().find("pw"), std::string::npos);
+  }
+  {
+    auto o = env_.TransportOpts();
+    o.proxy_url = "http://proxy.example";
+    auto t = http::CurlTransport::Create(std::move(o));
+    EXPECT_NE(t.status().message().find("must name its port"), std::string::npos)
+        << t.status().message();
+    EXPECT_NE(t.status().message().find("control_plane.proxy"), std::string::npos);
+  }
+  {
+    auto o = env_.TransportOpts();
+    o.proxy_url = "http://proxy.example:3128/";  // a bare trailing slash is fine
+    EXPECT_TRUE(http::CurlTransport::Create(std::move(o)).ok());
   }
   {
     auto o = env_.TransportOpts();
@@ -436,9 +454,36 @@ TEST_F(CurlTransportTest, FaultsMapToDistinctReasonsAndTheTransportRecovers) {
   EXPECT_EQ(stalled.status().code(), Code::kDeadlineExceeded);
   EXPECT_NE(stalled.status().message().find("no complete response"), std::string::npos);
   EXPECT_LT(took, std::chrono::seconds(5));
+  const auto connections_before = server_->connections_accepted();
   auto after = t->Send(Get(Url("/ok3")));
   ASSERT_TRUE(after.ok()) << after.status().ToString();
   EXPECT_EQ(after->body, "0123456789abcdefghij");
+  EXPECT_EQ(server_->connections_accepted(), connections_before + 1)
+      << "the timed-out connection is not reused";
+}
+
+TEST_F(CurlTransportTest, AServerThatNeverHandshakesIsAConnectTimeout) {
+  // A listening socket that is never accepted: the kernel completes the TCP handshake, nobody
+  // answers the TLS ClientHello.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 8), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto opts = env_.TransportOpts();
+  opts.connect_timeout = std::chrono::milliseconds(300);
+  auto t = MustCreate(std::move(opts));
+  const auto start = std::chrono::steady_clock::now();
+  auto resp = t->Send(Get("https://localhost:" + std::to_string(ntohs(addr.sin_port)) + "/"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  close(fd);
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().reason(), reason::kTimeout) << resp.status().ToString();
+  EXPECT_NE(resp.status().message().find("timed out connecting to localhost:"), std::string::npos)
+      << resp.status().message();
 }
 
 TEST_F(CurlTransportTest, PerRequestTimeoutOverridesTheDefault) {
