@@ -73,7 +73,7 @@ TEST(ControlPlaneServer, EnrollsWithoutACertificateThenNeedsOne) {
   EXPECT_EQ(keys.Header("content-type"), "application/json");
   EXPECT_EQ(keys.Json()["job_signing_keys"].size(), 1u);
 
-  ClientResponse hb = agent.client.Post(cp->base_url() + "/heartbeat", HeartbeatBody());
+  ClientResponse hb = agent.client.Post(cp->base_url() + "/heartbeat", HeartbeatBody(agent.chain));
   EXPECT_EQ(hb.status, 200) << hb.body;
   ClientResponse claim = agent.client.Post(cp->base_url() + "/jobs/claim", ClaimBody(1, 0));
   EXPECT_EQ(claim.status, 200) << claim.body;
@@ -87,6 +87,7 @@ TEST(ControlPlaneServer, EnrollsWithoutACertificateThenNeedsOne) {
   EXPECT_EQ(requests[2].client_key_sha256, cp->fake().Agent(agent.agent_id)->key_sha256[0]);
   ASSERT_EQ(cp->fake().Heartbeats().size(), 1u);
   EXPECT_TRUE(cp->fake().Heartbeats()[0].accepted);
+  EXPECT_TRUE(cp->fake().Violations().empty());  // incl. the certificate expiry it reported
 }
 
 TEST(ControlPlaneServer, CertificateFromAnotherCaNeverReachesTheHandler) {

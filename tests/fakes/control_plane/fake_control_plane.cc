@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <utility>
 
@@ -213,7 +216,7 @@ HttpResponse ErrFromStatus(const Status& s) {
              s.message());
 }
 
-HttpResponse FaultResponse(const ControlPlaneFault& fault, HttpResponse real, SysTime now) {
+HttpResponse FaultResponse(const ControlPlaneFault& fault, HttpResponse real) {
   using Kind = ControlPlaneFault::Kind;
   switch (fault.kind) {
     case Kind::kStatus: {
@@ -255,7 +258,6 @@ HttpResponse FaultResponse(const ControlPlaneFault& fault, HttpResponse real, Sy
       real.fault = Fault{Fault::kStall, fault.delay};
       return real;
   }
-  (void)now;
   return Err(500, "internal", "unknown fault kind");
 }
 
@@ -401,6 +403,7 @@ class FakeControlPlane::Impl {
   struct Caller {
     std::string agent_id;
     std::string key_sha256;
+    SysTime not_after;  // of the presented certificate
   };
   struct TokenEntry {
     Sha256 hash;
@@ -524,7 +527,7 @@ HttpResponse FakeControlPlane::Impl::Handle(FakeControlPlane& self, const HttpRe
                        fault->fault.kind == Kind::kDelay;
   if (process) response = Dispatch(req, route, info);
   if (fault.has_value()) {
-    response = FaultResponse(fault->fault, std::move(response), info.at);
+    response = FaultResponse(fault->fault, std::move(response));
     info.fault = std::string(FaultKindName(fault->fault.kind));
   }
 
@@ -645,6 +648,10 @@ Result<FakeControlPlane::Impl::Caller> FakeControlPlane::Impl::Authenticate(cons
   caller.agent_id = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
                                 static_cast<std::size_t>(ASN1_STRING_length(cn)));
   caller.key_sha256 = SpkiHash(X509_get0_pubkey(cert.get()));
+  std::tm not_after{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &not_after) == 1) {
+    caller.not_after = std::chrono::system_clock::from_time_t(timegm(&not_after));
+  }
 
   std::lock_guard lock(mu_);
   auto it = agents_.find(caller.agent_id);
@@ -793,6 +800,12 @@ HttpResponse FakeControlPlane::Impl::Heartbeat(const Caller& caller, const HttpR
   if (!hb.ok()) {
     ViolationLocked(caller.agent_id, "", "heartbeat refused: " + hb.status().message());
     return ErrFromStatus(hb.status());
+  }
+  if (hb->certificate_expires_at != caller.not_after) {
+    ViolationLocked(
+        caller.agent_id, "",
+        "heartbeat says the certificate expires at " + FormatRfc3339(hb->certificate_expires_at) +
+            " but the certificate presented expires at " + FormatRfc3339(caller.not_after));
   }
   const AgentInfo& agent = agents_[caller.agent_id];
   EventLocked("heartbeat from " + caller.agent_id + " (running " +

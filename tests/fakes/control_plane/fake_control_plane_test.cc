@@ -963,22 +963,23 @@ TEST(FakeControlPlaneResult, ReplayedJobIsASeparateDeliveryUnderTheSameId) {
 TEST(FakeControlPlaneHeartbeat, IsValidatedRecordedAndCarriesTheRenewalFlag) {
   auto fake = MakeFake();
   DirectAgent agent = DirectAgent::Enroll(*fake);
-  HttpResponse ok = agent.Post("/heartbeat", HeartbeatBody());
+  HttpResponse ok = agent.Post("/heartbeat", HeartbeatBody(agent.chain()));
   ASSERT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(ok.body, R"({"renew_certificate":false})");
   ASSERT_TRUE(fake->RequestCertificateRenewal(agent.id()).ok());
-  EXPECT_EQ(BodyOf(agent.Post("/heartbeat", HeartbeatBody()))["renew_certificate"], true);
+  EXPECT_EQ(BodyOf(agent.Post("/heartbeat", HeartbeatBody(agent.chain())))["renew_certificate"],
+            true);
 
-  Json::Value leaky = HeartbeatBody();
+  Json::Value leaky = HeartbeatBody(agent.chain());
   leaky["secrets"][0]["value"] = "hunter2";
   EXPECT_TRUE(IsError(agent.Post("/heartbeat", leaky), 400, "invalid_request"));
-  Json::Value code = HeartbeatBody();
+  Json::Value code = HeartbeatBody(agent.chain());
   code["totp"] = "123456";
   EXPECT_TRUE(IsError(agent.Post("/heartbeat", code), 400, "invalid_request"));
-  Json::Value bad_status = HeartbeatBody();
+  Json::Value bad_status = HeartbeatBody(agent.chain());
   bad_status["connections"][0]["status"] = "fine";
   EXPECT_TRUE(IsError(agent.Post("/heartbeat", bad_status), 400, "invalid_request"));
-  Json::Value no_jobs = HeartbeatBody();
+  Json::Value no_jobs = HeartbeatBody(agent.chain());
   no_jobs.removeMember("jobs");
   EXPECT_TRUE(IsError(agent.Post("/heartbeat", no_jobs), 400, "invalid_request"));
 
@@ -989,15 +990,22 @@ TEST(FakeControlPlaneHeartbeat, IsValidatedRecordedAndCarriesTheRenewalFlag) {
   EXPECT_NE(beats[2].body.find("hunter2"), std::string::npos);  // recorded as received
   EXPECT_NE(beats[2].problem.find("value"), std::string::npos);
   EXPECT_EQ(fake->Violations().size(), 4u);
+
+  // A well-formed heartbeat that misreports the certificate in use.
+  Json::Value wrong_expiry = HeartbeatBody(agent.chain());
+  wrong_expiry["certificate_expires_at"] = "2030-01-01T00:00:00Z";
+  EXPECT_EQ(agent.Post("/heartbeat", wrong_expiry).status, 200);
+  ASSERT_EQ(fake->Violations().size(), 5u);
+  EXPECT_NE(fake->Violations()[4].what.find("expires at"), std::string::npos);
 }
 
 TEST(FakeControlPlaneHeartbeat, ForbiddenValuesAnywhereAreViolations) {
   auto fake = MakeFake();
   DirectAgent agent = DirectAgent::Enroll(*fake);
   fake->AddForbiddenValue("password-canary-5f3a9c");
-  ASSERT_EQ(agent.Post("/heartbeat", HeartbeatBody()).status, 200);
+  ASSERT_EQ(agent.Post("/heartbeat", HeartbeatBody(agent.chain())).status, 200);
   EXPECT_TRUE(fake->Violations().empty());
-  Json::Value hb = HeartbeatBody();
+  Json::Value hb = HeartbeatBody(agent.chain());
   hb["connections"][0]["detail"] = "login failed for password-canary-5f3a9c";
   ASSERT_EQ(agent.Post("/heartbeat", hb).status, 200);  // valid shape, but a leak
   ASSERT_EQ(fake->Violations().size(), 1u);
@@ -1035,7 +1043,8 @@ TEST(FakeControlPlaneRenewal, IssuesForANewKeyAndAcceptsIt) {
   ASSERT_EQ(info->key_sha256.size(), 2u);
   const std::vector<RequestInfo> requests = fake->Requests();
   EXPECT_EQ(requests.back().client_key_sha256, info->key_sha256[1]);
-  EXPECT_EQ(BodyOf(agent.Post("/heartbeat", HeartbeatBody()))["renew_certificate"], false);
+  EXPECT_EQ(BodyOf(agent.Post("/heartbeat", HeartbeatBody(agent.chain())))["renew_certificate"],
+            false);
 
   Json::Value bad(Json::objectValue);
   bad["csr"] = "nope";
@@ -1051,7 +1060,7 @@ TEST(FakeControlPlaneFaults, QueuedStatusFaultsComeFirstThenNormalAnswers) {
   Json::Value claim = *ParseJson(R"({"max_jobs": 1, "wait_seconds": 0})", "t");
 
   // Another endpoint is not affected.
-  EXPECT_EQ(agent.Post("/heartbeat", HeartbeatBody()).status, 200);
+  EXPECT_EQ(agent.Post("/heartbeat", HeartbeatBody(agent.chain())).status, 200);
   for (int i = 0; i < 2; ++i) {
     HttpResponse r = agent.Post("/jobs/claim", claim);
     EXPECT_TRUE(IsError(r, 503, "unavailable"));
@@ -1153,7 +1162,7 @@ TEST(FakeControlPlaneFaults, ArrivalsAreRecordedPerEndpoint) {
     agent.Post("/jobs/claim", claim);
     std::this_thread::sleep_for(milliseconds(20));
   }
-  agent.Post("/heartbeat", HeartbeatBody());
+  agent.Post("/heartbeat", HeartbeatBody(agent.chain()));
   const auto arrivals = fake->Arrivals(Endpoint::kClaim);
   ASSERT_EQ(arrivals.size(), 3u);
   EXPECT_GE(arrivals[1] - arrivals[0], milliseconds(20));

@@ -156,7 +156,8 @@ TEST(FakeControlPlaneProgram, ServesTheAgentAndAdminApisUntilSigterm) {
           R"({"kind": "status", "status": 429, "retry_after": "5", "endpoint": "heartbeat"})",
           "t"));
   EXPECT_EQ(fault.status, 200) << fault.body;
-  ClientResponse limited = agent.Post(url + "/heartbeat", HeartbeatBody());
+  ClientResponse limited = agent.Post(
+      url + "/heartbeat", HeartbeatBody(enrolled.Json()["certificate_chain"].asString()));
   EXPECT_EQ(limited.status, 429);
   EXPECT_EQ(limited.Header("retry-after"), "5");
 

@@ -4,10 +4,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <ctime>
 #include <vector>
 
 #include "base/encoding.h"
 #include "base/json.h"
+#include "base/time.h"
 
 namespace cakewalk::testing {
 namespace {
@@ -224,11 +226,18 @@ Json::Value EnrollBody(const std::string& csr_pem) {
   return b;
 }
 
-Json::Value HeartbeatBody() {
+std::string NotAfter(const std::string& cert_pem) {
+  X509Ptr cert = ReadCert(cert_pem);
+  std::tm tm{};
+  if (cert == nullptr || ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1) return {};
+  return FormatRfc3339(std::chrono::system_clock::from_time_t(timegm(&tm)));
+}
+
+Json::Value HeartbeatBody(const std::string& chain_pem) {
   Json::Value b(Json::objectValue);
   b["agent_version"] = "0.1.0";
   b["uptime_seconds"] = 12;
-  b["certificate_expires_at"] = "2026-12-05T17:00:00Z";
+  b["certificate_expires_at"] = NotAfter(chain_pem);
   b["token"]["manufacturer"] = "SoftHSM project";
   b["token"]["model"] = "SoftHSM v2";
   b["token"]["serial"] = "1234abcd";

@@ -53,8 +53,10 @@ inline constexpr std::string_view kBase = "/agent/v1";
 
 // A valid enrollment body for `csr_pem`.
 Json::Value EnrollBody(const std::string& csr_pem);
-// A valid heartbeat body.
-Json::Value HeartbeatBody();
+// A valid heartbeat body for an agent presenting the first certificate of `chain_pem`.
+Json::Value HeartbeatBody(const std::string& chain_pem);
+// The certificate's notAfter as RFC 3339.
+std::string NotAfter(const std::string& cert_pem);
 // A valid result body.
 Json::Value ResultBody(const std::string& lease_id, const std::string& status,
                        const Json::Value& output_or_error);
