@@ -424,7 +424,7 @@ struct SecretStore::Impl {
   }
 
   Result<TotpCode> ComputeTotp(std::string_view connection, std::optional<std::uint32_t> version,
-                               SysTime at, std::string_view purpose) {
+                               TotpTime at, std::string_view purpose) {
     CW_RETURN_IF_ERROR(internal::ValidateName("connection name", connection));
     CW_RETURN_IF_ERROR(ValidatePurpose(purpose));
     TotpCode out;
@@ -466,7 +466,8 @@ struct SecretStore::Impl {
             out.code = OneTimeCode(value, e->params.digits);
             out.version = e->version;
             out.window = window;
-            out.remaining = std::chrono::ceil<std::chrono::seconds>(window.valid_until - at);
+            out.remaining = std::chrono::ceil<std::chrono::seconds>(
+                (window.valid_until - at.seconds()) - at.fraction());
             return Status::Ok();
           }
         });
@@ -745,13 +746,13 @@ Result<SecretBytes> SecretStore::UnsealVersion(std::string_view connection, std:
   return impl_->UnsealImpl(connection, name, version, purpose);
 }
 
-Result<TotpCode> SecretStore::Totp(std::string_view connection, SysTime at,
+Result<TotpCode> SecretStore::Totp(std::string_view connection, TotpTime at,
                                    std::string_view purpose) {
   return impl_->ComputeTotp(connection, std::nullopt, at, purpose);
 }
 
 Result<TotpCode> SecretStore::TotpVersion(std::string_view connection, std::uint32_t version,
-                                          SysTime at, std::string_view purpose) {
+                                          TotpTime at, std::string_view purpose) {
   return impl_->ComputeTotp(connection, version, at, purpose);
 }
 

@@ -102,12 +102,14 @@ class SecretStore {
                                                   std::string_view name, std::uint32_t version,
                                                   std::string_view purpose);
 
-  // The TOTP code of the current seed at time `at` (callers pass a skew-corrected time), computed
-  // in the token. The result carries the time window and the seconds left.
-  [[nodiscard]] Result<TotpCode> Totp(std::string_view connection, SysTime at,
+  // The TOTP code of the current seed at time `at` (a SysTime or sys_seconds; callers pass a
+  // skew-corrected time), computed in the token. The result carries the time window and the
+  // seconds left, so that a caller can wait for the next window instead of sending a code that
+  // is about to expire.
+  [[nodiscard]] Result<TotpCode> Totp(std::string_view connection, TotpTime at,
                                       std::string_view purpose);
   [[nodiscard]] Result<TotpCode> TotpVersion(std::string_view connection, std::uint32_t version,
-                                             SysTime at, std::string_view purpose);
+                                             TotpTime at, std::string_view purpose);
 
   // `size` random bytes from the token's generator (1..64 KiB), e.g. for a new password.
   [[nodiscard]] Result<SecretBytes> Random(std::size_t size);

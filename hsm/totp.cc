@@ -43,14 +43,14 @@ Status ValidateTotpParams(const TotpParams& params) {
   return Status::Ok();
 }
 
-Result<TotpWindow> TotpWindowAt(SysTime at, std::chrono::seconds period) {
+Result<TotpWindow> TotpWindowAt(TotpTime at, std::chrono::seconds period) {
   if (period.count() <= 0) return InvalidArgument("TOTP period must be positive");
-  const auto since_epoch = std::chrono::floor<std::chrono::seconds>(at.time_since_epoch());
-  if (since_epoch.count() < 0) return InvalidArgument("TOTP time is before 1970");
+  const std::int64_t unix_seconds = at.seconds().time_since_epoch().count();
+  if (unix_seconds < 0) return InvalidArgument("TOTP time is before 1970");
   TotpWindow w;
-  w.counter = static_cast<std::uint64_t>(since_epoch.count() / period.count());
-  w.valid_from =
-      SysTime(std::chrono::seconds(static_cast<std::int64_t>(w.counter) * period.count()));
+  w.counter = static_cast<std::uint64_t>(unix_seconds / period.count());
+  w.valid_from = std::chrono::sys_seconds(
+      std::chrono::seconds(static_cast<std::int64_t>(w.counter) * period.count()));
   w.valid_until = w.valid_from + period;
   return w;
 }

@@ -33,14 +33,31 @@ inline constexpr std::chrono::seconds kMaxTotpPeriod{300};
 // OK when digits is 6 or 8 and the period is within range.
 Status ValidateTotpParams(const TotpParams& params);
 
+// The moment a code is computed for: a SysTime (what clocks give, nanoseconds, good until 2262)
+// or whole Unix seconds (sys_seconds, which also reach RFC 6238's year-2603 test vector).
+class TotpTime {
+ public:
+  TotpTime(SysTime t)  // NOLINT(google-explicit-constructor)
+      : seconds_(std::chrono::floor<std::chrono::seconds>(t)), fraction_(t - seconds_) {}
+  TotpTime(std::chrono::sys_seconds t)  // NOLINT(google-explicit-constructor)
+      : seconds_(t) {}
+  std::chrono::sys_seconds seconds() const noexcept { return seconds_; }
+  // The part of a second after seconds() (zero for sys_seconds).
+  std::chrono::nanoseconds fraction() const noexcept { return fraction_; }
+
+ private:
+  std::chrono::sys_seconds seconds_;
+  std::chrono::nanoseconds fraction_{0};
+};
+
 // The time step containing `at`: T = floor(unix(at) / period), with its boundaries.
 struct TotpWindow {
   std::uint64_t counter = 0;
-  SysTime valid_from;
-  SysTime valid_until;  // exclusive: the next code starts here
+  std::chrono::sys_seconds valid_from;
+  std::chrono::sys_seconds valid_until;  // exclusive: the next code starts here
 };
 // kInvalidArgument before 1970 or with a non-positive period.
-Result<TotpWindow> TotpWindowAt(SysTime at, std::chrono::seconds period);
+Result<TotpWindow> TotpWindowAt(TotpTime at, std::chrono::seconds period);
 
 // The 8-byte big-endian counter the MAC is computed over.
 std::array<std::uint8_t, 8> TotpCounterBytes(std::uint64_t counter) noexcept;
@@ -75,7 +92,7 @@ struct TotpCode {
   OneTimeCode code;
   std::uint32_t version = 0;
   TotpWindow window;
-  // Whole seconds from the requested time to window.valid_until (1..period).
+  // Whole seconds from the requested time to window.valid_until, rounded up (1..period).
   std::chrono::seconds remaining{0};
 };
 

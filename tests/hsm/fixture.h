@@ -16,6 +16,10 @@
 namespace cakewalk::testing {
 
 inline SysTime UnixTime(long long seconds) { return SysTime(std::chrono::seconds(seconds)); }
+// For times past 2262, which SysTime (nanoseconds) cannot hold.
+inline std::chrono::sys_seconds UnixSeconds(long long seconds) {
+  return std::chrono::sys_seconds(std::chrono::seconds(seconds));
+}
 
 class TokenFixture : public ::testing::Test {
  protected:

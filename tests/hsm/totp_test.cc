@@ -15,6 +15,11 @@ TEST(TotpWindowTest, StepsAndBoundaries) {
   EXPECT_EQ(w->counter, 1u);
   EXPECT_EQ(w->valid_from, At(30));
   EXPECT_EQ(w->valid_until, At(60));
+  // Whole seconds beyond what SysTime (nanoseconds) can hold: RFC 6238's last vector.
+  auto far = TotpWindowAt(std::chrono::sys_seconds(std::chrono::seconds(20000000000LL)),
+                          std::chrono::seconds(30));
+  ASSERT_TRUE(far.ok());
+  EXPECT_EQ(far->counter, 666666666u);
   auto edge = TotpWindowAt(At(60), std::chrono::seconds(30));
   ASSERT_TRUE(edge.ok());
   EXPECT_EQ(edge->counter, 2u);
