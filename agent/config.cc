@@ -136,6 +136,16 @@ Status CheckProxyUrl(const std::string& url, std::string_view where) {
                            "' must be an http:// URL of an HTTP CONNECT proxy (the TLS session "
                            "to the server runs inside the tunnel)");
   }
+  const std::string& rest = parsed->rest;  // ":port" and maybe a path
+  const auto path = rest.find('/');
+  if (rest.empty() || rest[0] != ':') {
+    return InvalidArgument(std::string(where) + ": proxy '" + url +
+                           "' must name its port, e.g. http://" + parsed->host + ":3128");
+  }
+  if (path != std::string::npos && rest.substr(path) != "/") {
+    return InvalidArgument(std::string(where) + ": proxy '" + url +
+                           "' must not have a path; use http://host:port");
+  }
   return Status::Ok();
 }
 

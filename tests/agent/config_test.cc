@@ -194,6 +194,10 @@ TEST(ConfigTest, ProxyFromEnvironmentOnlyWhenFileHasNone) {
   EXPECT_THAT(ErrorOf(kMinimal, bad), HasSubstr("environment variable https_proxy"));
   EXPECT_THAT(ErrorOf(Minimal(R"(agent/v1/")", R"(agent/v1/", "proxy": "https://p:1")")),
               HasSubstr("must be an http:// URL of an HTTP CONNECT proxy"));
+  EXPECT_THAT(ErrorOf(Minimal(R"(agent/v1/")", R"(agent/v1/", "proxy": "http://p")")),
+              HasSubstr("must name its port, e.g. http://p:3128"));
+  EXPECT_THAT(ErrorOf(Minimal(R"(agent/v1/")", R"(agent/v1/", "proxy": "http://p:1/x")")),
+              HasSubstr("must not have a path"));
 }
 
 TEST(ConfigTest, SpkiPinsAreChecked) {
