@@ -180,8 +180,8 @@ struct RequestInfo {
   std::string agent_id;           // from the client certificate, when one verified
   std::string client_key_sha256;  // hex SPKI hash of the presented certificate's key
   std::chrono::steady_clock::time_point arrived;
-  SysTime at;  // the fake's clock
-  int status = 0;
+  SysTime at;      // the fake's clock
+  int status = 0;  // 0 while the request is still being handled (a held claim)
   std::string error_code;
   std::string fault;  // the injected fault's kind, when one was applied
 };
