@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cassert>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,6 +55,9 @@ class [[nodiscard]] Status {
   // "context: message" — for adding where a failure happened at the call site.
   Status WithContext(std::string_view context) const;
   Status WithReason(std::string reason) const;
+  // A server's request to wait before retrying (Retry-After, rate-limit reset), when it sent one.
+  Status WithRetryAfter(std::chrono::milliseconds delay) const;
+  std::optional<std::chrono::milliseconds> retry_after() const noexcept { return retry_after_; }
   // "CODE_NAME: message" for diagnostics.
   std::string ToString() const;
 
@@ -64,6 +68,7 @@ class [[nodiscard]] Status {
   Code code_ = Code::kOk;
   std::string message_;
   std::string reason_;
+  std::optional<std::chrono::milliseconds> retry_after_;
 };
 
 inline Status InvalidArgument(std::string m) { return {Code::kInvalidArgument, std::move(m)}; }
@@ -77,16 +82,14 @@ inline Status FailedPrecondition(std::string m) {
 inline Status Aborted(std::string m) { return {Code::kAborted, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) { return {Code::kDeadlineExceeded, std::move(m)}; }
-inline Status ResourceExhausted(std::string m) {
-  return {Code::kResourceExhausted, std::move(m)};
-}
+inline Status ResourceExhausted(std::string m) { return {Code::kResourceExhausted, std::move(m)}; }
 inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
 
 // Holds either a T or a non-OK Status.
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result constructed from an OK status");
     if (std::get<Status>(v_).ok()) v_ = Status(Code::kInternal, "OK status used as an error");
@@ -126,10 +129,10 @@ Status AsStatus(const Result<T>& r) {
 #define CW_CONCAT(a, b) CW_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function when `expr` (a Status) is not OK.
-#define CW_RETURN_IF_ERROR(expr)                                  \
-  do {                                                            \
+#define CW_RETURN_IF_ERROR(expr)                                          \
+  do {                                                                    \
     ::cakewalk::Status cw_status_ = ::cakewalk::internal::AsStatus(expr); \
-    if (!cw_status_.ok()) return cw_status_;                      \
+    if (!cw_status_.ok()) return cw_status_;                              \
   } while (false)
 
 // `CW_ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a Result, or returns its status.

@@ -39,6 +39,11 @@ TEST(StatusTest, ContextAndReasonCompose) {
   EXPECT_EQ(s.ToString(), "UNAVAILABLE (jira_unavailable): GET /x: connection reset");
   EXPECT_FALSE(FailedPrecondition("x").retryable());
   EXPECT_TRUE(Status::Ok().WithContext("ignored").ok());
+  Status limited =
+      ResourceExhausted("429").WithRetryAfter(std::chrono::seconds(7)).WithContext("c");
+  ASSERT_TRUE(limited.retry_after().has_value());
+  EXPECT_EQ(*limited.retry_after(), std::chrono::seconds(7));
+  EXPECT_FALSE(s.retry_after().has_value());
 }
 
 }  // namespace
