@@ -278,11 +278,15 @@ int GetResultsPending(sd_bus* bus, const char*, const char*, const char*, sd_bus
   });
 }
 
+// SD_BUS_VTABLE_UNPRIVILEGED on the interface and on every method: without it sd-bus itself
+// refuses callers that are neither root nor our UID, before our own check runs. sd-bus refuses
+// the flag (EINVAL) on read-only properties and signals: property reads are never subject to that
+// check, and signals are not calls.
 constexpr uint64_t kUnprivileged = SD_BUS_VTABLE_UNPRIVILEGED;
-constexpr uint64_t kEmitsChange = SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE | kUnprivileged;
+constexpr uint64_t kEmitsChange = SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE;
 
 const sd_bus_vtable kVtable[] = {
-    SD_BUS_VTABLE_START(0),
+    SD_BUS_VTABLE_START(kUnprivileged),
     SD_BUS_METHOD_WITH_ARGS("GetStatus", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{sv}", status),
                             MethodGetStatus, kUnprivileged),
     SD_BUS_METHOD_WITH_ARGS("ListSecrets", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssxss)", secrets),
@@ -291,7 +295,7 @@ const sd_bus_vtable kVtable[] = {
                             SD_BUS_RESULT("x", version), MethodRotateSecret, kUnprivileged),
     SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, MethodReload,
                             kUnprivileged),
-    SD_BUS_PROPERTY("Version", "s", GetVersion, 0, SD_BUS_VTABLE_PROPERTY_CONST | kUnprivileged),
+    SD_BUS_PROPERTY("Version", "s", GetVersion, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("State", "s", GetState, 0, kEmitsChange),
     SD_BUS_PROPERTY("CertificateExpiresAt", "s", GetCertificateExpiresAt, 0, kEmitsChange),
     SD_BUS_PROPERTY("JobsRunning", "u", GetJobsRunning, 0, kEmitsChange),

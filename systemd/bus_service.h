@@ -1,18 +1,22 @@
 // The agent's D-Bus service on the system bus: security.cakewalk.Agent1 (API in bus_api.h).
 //
 // The service only translates: each method reads its arguments, validates them, authorises the
-// caller, calls AgentControl and maps the returned Status to a D-Bus error. Every vtable entry
-// is SD_BUS_VTABLE_UNPRIVILEGED (otherwise sd-bus itself rejects every caller that is neither
-// root nor the agent's user, whatever the bus policy says) and each handler authorises: the
-// caller's UID is 0 or the agent's own UID, or its groups include `admin_group`. UID and groups
-// come from the bus daemon (org.freedesktop.DBus.GetConnectionCredentials), not from /proc,
-// which ProtectProc=invisible hides (sd-bus would then silently report no supplementary groups).
+// caller, calls AgentControl and maps the returned Status to a D-Bus error. The interface and
+// every method carry SD_BUS_VTABLE_UNPRIVILEGED (otherwise sd-bus itself rejects every caller
+// that is neither root nor the agent's user, whatever the bus policy says; sd-bus refuses the
+// flag on read-only properties and signals, where it has no meaning), and each handler
+// authorises: the caller's UID is 0 or the agent's own UID, or its groups include `admin_group`.
+// UID and groups come from the bus daemon (org.freedesktop.DBus.GetConnectionCredentials), not
+// from /proc, which ProtectProc=invisible hides (sd-bus would then silently report no
+// supplementary groups).
 // Property reads through org.freedesktop.DBus.Properties are authorised the same way. The bus
 // policy file (security.cakewalk.Agent1.conf) enforces the same rule in dbus-daemon.
 //
 // When the bus connection drops (dbus-daemon restarted), the event loop ends with
 // LoopExit::Reason::kBusDisconnected, and the daemon exits non-zero so that systemd restarts it:
 // a service on a dead connection would otherwise keep pinging the watchdog while unreachable.
+// When the loop ends for any reason, sd-bus flushes and closes the connection, which releases the
+// bus name.
 //
 // Threading: Start, the destructor and unique_name() on the loop thread. SetProperties and
 // EmitJobFinished from any thread: they post to the loop and return at once (work posted after

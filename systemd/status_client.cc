@@ -32,8 +32,11 @@ Status FromBusError(const BusError& error, int r) {
                        " has no owner)");
   }
   if (name == kErrorAccessDenied) {
-    // Either the bus policy or the agent refused; the agent's message already has the hint.
-    if (message.find(kAdminGroup) != std::string::npos) return PermissionDenied(message);
+    // Either the agent refused (its message names the user and the group to join) or the
+    // bus policy did (dbus-daemon's message is about match rules: replace it).
+    if (message.find(std::string("may not use ") + kBusName) != std::string::npos) {
+      return PermissionDenied(message);
+    }
     return PermissionDenied("access denied by the system bus policy: " + AdminHint());
   }
   if (name == "org.freedesktop.DBus.Error.NoReply" ||
