@@ -228,3 +228,21 @@ TEST_F(TokenTest, ClosedTokenRefusesUse) {
 
 }  // namespace
 }  // namespace cakewalk::testing
+
+namespace cakewalk::testing {
+namespace {
+
+TEST(ExitOrderTest, ProcessExitWithoutTeardownIsCleanAndLateCallsFail) {
+  auto hsm = SoftHsm::Create("cw-exit");
+  ASSERT_TRUE(hsm.ok()) << hsm.status().ToString();
+  const auto& t = (*hsm)->token();
+  ProgramResult r =
+      RunProgram({CAKEWALK_EXIT_ORDER_HELPER, SoftHsm::kModulePath, t.uri, t.pin_file.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("before exit: 287082"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("late totp: FAILED_PRECONDITION"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("late sign: FAILED_PRECONDITION"), std::string::npos) << r.out << r.err;
+}
+
+}  // namespace
+}  // namespace cakewalk::testing
