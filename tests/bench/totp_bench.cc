@@ -1,0 +1,210 @@
+// TOTP throughput, three ways, in one run (a plain program, not a test; scripts/bench runs it):
+//   agent     SecretStore::Totp on a token-resident seed (audit to a NullLogSink)
+//   raw       a bare C_SignInit + C_Sign loop on the same key, through SoftHSM's own function
+//             list (no p11-kit wrapper) and through p11-kit's managed wrapper (what the agent uses)
+//   openssl   in-process HMAC with one EVP_MAC context reused (no token at all)
+// and the ratios. Each figure is the best of several alternating rounds.
+//
+//   totp_bench [--seconds S] [--rounds N]
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <p11-kit/p11-kit.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "base/c_free.h"
+#include "base/log.h"
+#include "hsm/module.h"
+#include "hsm/pin.h"
+#include "hsm/secret_store.h"
+#include "hsm/token.h"
+#include "tests/support/softhsm.h"
+
+namespace {
+
+using namespace cakewalk;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kSeed = "12345678901234567890";
+constexpr const char* kSeedLabel = "cakewalk:seed:bench:totp:v1";
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "totp_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+// Runs `op` repeatedly for `seconds`; returns operations per second.
+double Rate(double seconds, const std::function<bool()>& op) {
+  const auto start = Clock::now();
+  const auto stop = start + std::chrono::duration<double>(seconds);
+  long long n = 0;
+  auto now = start;
+  while (now < stop) {
+    for (int i = 0; i < 64; ++i) {
+      if (!op()) Die("operation failed during measurement");
+    }
+    n += 64;
+    now = Clock::now();
+  }
+  return static_cast<double>(n) / std::chrono::duration<double>(now - start).count();
+}
+
+struct RawLoop {
+  CK_FUNCTION_LIST* f = nullptr;
+  CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+
+  void Open(CK_FUNCTION_LIST* functions, const std::string& label, const std::string& pin) {
+    f = functions;
+    CK_ULONG n = 16;
+    CK_SLOT_ID slots[16];
+    if (f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK) Die("C_GetSlotList");
+    for (CK_ULONG i = 0; i < n && session == CK_INVALID_HANDLE; ++i) {
+      CK_TOKEN_INFO ti;
+      if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK) continue;
+      if (std::string(reinterpret_cast<char*>(ti.label), label.size()) != label) continue;
+      if (f->C_OpenSession(slots[i], CKF_SERIAL_SESSION, nullptr, nullptr, &session) != CKR_OK) {
+        Die("C_OpenSession");
+      }
+    }
+    if (session == CK_INVALID_HANDLE) Die("token not found");
+    const CK_RV rv =
+        f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(const_cast<char*>(pin.data())),
+                   static_cast<CK_ULONG>(pin.size()));
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) Die("C_Login");
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls},
+                        {CKA_LABEL, const_cast<char*>(kSeedLabel), std::strlen(kSeedLabel)}};
+    CK_ULONG found = 0;
+    if (f->C_FindObjectsInit(session, t, 2) != CKR_OK ||
+        f->C_FindObjects(session, &key, 1, &found) != CKR_OK || found != 1) {
+      Die("seed key not found");
+    }
+    f->C_FindObjectsFinal(session);
+  }
+
+  bool Step() {
+    static const std::uint8_t counter[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    CK_MECHANISM m{CKM_SHA_1_HMAC, nullptr, 0};
+    std::uint8_t mac[64];
+    CK_ULONG len = sizeof mac;
+    return f->C_SignInit(session, &m, key) == CKR_OK &&
+           f->C_Sign(session, const_cast<std::uint8_t*>(counter), 8, mac, &len) == CKR_OK &&
+           len == 20;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 2.0;
+  int rounds = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--seconds" && i + 1 < argc) {
+      seconds = std::atof(argv[++i]);
+    } else if (a == "--rounds" && i + 1 < argc) {
+      rounds = std::atoi(argv[++i]);
+    } else {
+      Die("usage: totp_bench [--seconds S] [--rounds N]");
+    }
+  }
+  if (seconds <= 0 || rounds <= 0) Die("--seconds and --rounds must be positive");
+
+  auto softhsm = testing::SoftHsm::Create("bench");
+  if (!softhsm.ok()) Die(softhsm.status().ToString());
+  const auto& spec = (*softhsm)->token();
+  auto module = hsm::Module::Load(std::string(testing::SoftHsm::kModulePath));
+  if (!module.ok()) Die(module.status().ToString());
+  auto pin = hsm::ResolvePin(spec.pin_file);
+  if (!pin.ok()) Die(pin.status().ToString());
+  auto token = hsm::Token::Open(**module, spec.uri, std::move(*pin));
+  if (!token.ok()) Die(token.status().ToString());
+  NullLogSink audit;
+  auto store = hsm::SecretStore::Open(**token, audit);
+  if (!store.ok()) Die(store.status().ToString());
+  hsm::TotpSeed seed;
+  seed.key = SecretBytes::CopyOf(kSeed);
+  if (auto e = (*store)->EnrollTotp("bench", seed, hsm::Activation::kCurrent); !e.ok()) {
+    Die(e.status().ToString());
+  }
+  const SysTime at = SysTime(std::chrono::seconds(1700000000));
+  auto agent = [&] {
+    auto code = (*store)->Totp("bench", at, "benchmark");
+    return code.ok() && code->code.size() == 6;
+  };
+
+  // Raw loops on the same key: SoftHSM's own function list, and p11-kit's managed wrapper.
+  auto raw_direct_module = testing::RawPkcs11::Load();
+  if (!raw_direct_module.ok()) Die(raw_direct_module.status().ToString());
+  RawLoop direct;
+  direct.Open((*raw_direct_module)->f(), spec.label, spec.user_pin);
+  CK_FUNCTION_LIST* managed_functions = p11_kit_module_load(testing::SoftHsm::kModulePath, 0);
+  if (managed_functions == nullptr || p11_kit_module_initialize(managed_functions) != CKR_OK) {
+    Die("cannot load SoftHSM through p11-kit");
+  }
+  RawLoop managed;
+  managed.Open(managed_functions, spec.label, spec.user_pin);
+
+  // OpenSSL HMAC-SHA1 with one EVP_MAC context reused.
+  using Mac = CPtr<EVP_MAC, EVP_MAC_free>;
+  using MacCtx = CPtr<EVP_MAC_CTX, EVP_MAC_CTX_free>;
+  Mac mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+  MacCtx ctx(mac ? EVP_MAC_CTX_new(mac.get()) : nullptr);
+  if (!ctx) Die("EVP_MAC");
+  char digest_name[] = "SHA1";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                         OSSL_PARAM_construct_end()};
+  if (EVP_MAC_CTX_set_params(ctx.get(), params) != 1) Die("EVP_MAC_CTX_set_params");
+  auto openssl = [&] {
+    static const std::uint8_t counter[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    unsigned char out[64];
+    std::size_t len = 0;
+    return EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(kSeed.data()),
+                        kSeed.size(), nullptr) == 1 &&
+           EVP_MAC_update(ctx.get(), counter, sizeof counter) == 1 &&
+           EVP_MAC_final(ctx.get(), out, &len, sizeof out) == 1 && len == 20;
+  };
+
+  // Warm up, then alternate rounds and keep each path's best.
+  Rate(0.2, agent);
+  Rate(0.2, [&] { return direct.Step(); });
+  double best_agent = 0, best_direct = 0, best_managed = 0, best_openssl = 0;
+  for (int r = 0; r < rounds; ++r) {
+    best_agent = std::max(best_agent, Rate(seconds, agent));
+    best_direct = std::max(best_direct, Rate(seconds, [&] { return direct.Step(); }));
+    best_managed = std::max(best_managed, Rate(seconds, [&] { return managed.Step(); }));
+    best_openssl = std::max(best_openssl, Rate(seconds, openssl));
+  }
+
+  std::printf("TOTP (HMAC-SHA1 over the 8-byte counter), SoftHSM token key, best of %d x %.1f s\n",
+              rounds, seconds);
+  std::printf("  %-44s %12.0f ops/s  %8.2f us/op\n", "agent: SecretStore::Totp", best_agent,
+              1e6 / best_agent);
+  std::printf("  %-44s %12.0f ops/s  %8.2f us/op\n", "raw C_SignInit+C_Sign (SoftHSM directly)",
+              best_direct, 1e6 / best_direct);
+  std::printf("  %-44s %12.0f ops/s  %8.2f us/op\n", "raw C_SignInit+C_Sign (p11-kit managed)",
+              best_managed, 1e6 / best_managed);
+  std::printf("  %-44s %12.0f ops/s  %8.2f us/op\n", "OpenSSL EVP_MAC in process (reused ctx)",
+              best_openssl, 1e6 / best_openssl);
+  std::printf("  ratio agent / raw (SoftHSM directly)   %6.3f  (target >= 0.90: %s)\n",
+              best_agent / best_direct, best_agent / best_direct >= 0.9 ? "met" : "MISSED");
+  std::printf("  ratio agent / raw (p11-kit managed)    %6.3f\n", best_agent / best_managed);
+  std::printf("  ratio OpenSSL / agent                  %6.1f\n", best_openssl / best_agent);
+
+  managed.f->C_CloseSession(managed.session);
+  p11_kit_module_finalize(managed_functions);
+  p11_kit_module_release(managed_functions);
+  direct.f->C_CloseSession(direct.session);
+  raw_direct_module->reset();
+  store->reset();
+  token->reset();
+  (void)(*module)->Close();
+  return 0;
+}
