@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/config.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
@@ -238,6 +239,16 @@ TEST(CompanionFilesTest, SoftHsmTokensLiveInTheStateDirectory) {
   const std::string conf = ReadFile(kSystemdDir + "/softhsm2.conf");
   EXPECT_THAT(conf, HasSubstr("\ndirectories.tokendir = /var/lib/cakewalk-agent/softhsm-tokens\n"));
   EXPECT_THAT(conf, HasSubstr("\nobjectstore.backend = file\n"));
+}
+
+TEST(CompanionFilesTest, TheExampleConfigurationLoads) {
+  // As the operator would use it: copied to /etc/cakewalk-agent/agent.json.
+  auto config = agent::ParseConfig(ReadFile(kSystemdDir + "/agent.json.example"),
+                                   "/etc/cakewalk-agent/agent.json", agent::ConfigEnvironment{});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->state_dir, "/var/lib/cakewalk-agent");
+  EXPECT_FALSE(config->token.pin_file.has_value());  // the systemd credential is the default
+  EXPECT_EQ(config->connections.size(), 2u);
 }
 
 }  // namespace
