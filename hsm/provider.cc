@@ -13,6 +13,7 @@
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -1084,8 +1085,8 @@ int ProvGetParams(void*, OSSL_PARAM params[]) noexcept {
 const OSSL_ITEM* ProvReasonStrings(void*) noexcept { return kReasonStrings; }
 
 // Frees the context only; keys are not touched here (see the teardown contract in provider.h).
-// In practice it never runs: the provider is loaded once and its handle is never released, so
-// OpenSSL's exit-time cleanup does not tear it down (measured with SoftHSM).
+// Runs from OpenSSL's exit-time cleanup (ReleaseProvidersAtCleanup), unless key objects are
+// still alive then.
 void ProvTeardown(void* provctx) noexcept { delete static_cast<ProvCtx*>(provctx); }
 
 const OSSL_DISPATCH kProviderFunctions[] = {
@@ -1128,21 +1129,41 @@ int ProvInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in, const OSSL
 // ------------------------------------------------------------------------------------------
 // Installation
 
+// The handles of the two providers InstallTokenProvider loads, released when OpenSSL cleans up.
+OSSL_PROVIDER* g_default_provider = nullptr;
+OSSL_PROVIDER* g_token_provider = nullptr;
+
+// Runs inside OPENSSL_cleanup (OpenSSL's own exit handler, the last one to run: after the
+// PKCS#11 module was finalised by its own exit handler and its static destructors ran), just
+// before OpenSSL frees its providers, so that they are freed rather than leaked. Our teardown
+// makes no module call; while key objects are still alive, OpenSSL keeps the provider anyway.
+void ReleaseProvidersAtCleanup() {
+  if (g_token_provider != nullptr) OSSL_PROVIDER_unload(g_token_provider);
+  if (g_default_provider != nullptr) OSSL_PROVIDER_unload(g_default_provider);
+  g_token_provider = nullptr;
+  g_default_provider = nullptr;
+}
+
 Status DoInstall() {
   ERR_set_mark();
-  // The default provider first (see provider.h). Never unloaded.
-  if (OSSL_PROVIDER_load(nullptr, "default") == nullptr) {
+  // The default provider first (see provider.h).
+  g_default_provider = OSSL_PROVIDER_load(nullptr, "default");
+  if (g_default_provider == nullptr) {
     return Internal("cannot load OpenSSL's default provider: " + DrainOpensslErrors());
   }
   if (OSSL_PROVIDER_add_builtin(nullptr, kName, &ProvInit) != 1) {
     return Internal(std::string("cannot register the ") + kName +
                     " provider: " + DrainOpensslErrors());
   }
-  if (OSSL_PROVIDER_load(nullptr, kName) == nullptr) {
+  g_token_provider = OSSL_PROVIDER_load(nullptr, kName);
+  if (g_token_provider == nullptr) {
     return Internal(std::string("cannot load the ") + kName + " provider: " + DrainOpensslErrors());
   }
   if (EVP_set_default_properties(nullptr, "?provider=default") != 1) {
     return Internal("cannot set OpenSSL's default properties: " + DrainOpensslErrors());
+  }
+  if (OPENSSL_atexit(&ReleaseProvidersAtCleanup) != 1) {
+    return Internal("cannot register the provider cleanup: " + DrainOpensslErrors());
   }
   ERR_pop_to_mark();
   return Status::Ok();

@@ -32,9 +32,10 @@
 //     fails to sign with a clear "released" error instead of calling into the module.
 //   - The registry is never destroyed by static destructors and provider teardown does not touch
 //     it: nothing in this provider calls TokenKey (hence the module) at exit. A TokenKey still
-//     registered at exit is simply leaked. (The provider stays loaded for the life of the
-//     process, so OpenSSL's exit handler does not even call its teardown; if it did, teardown
-//     only frees the provider context.)
+//     registered at exit is simply leaked. Both providers stay loaded for the life of the
+//     process; their handles are released from inside OPENSSL_cleanup (OpenSSL's exit handler,
+//     which runs after the PKCS#11 module's own exit handler), so that OpenSSL frees them then
+//     instead of leaking them. The provider's teardown only frees its context.
 //   - The owner must free its EVP_PKEYs, SSL_CTXs and curl handles that use them before it
 //     finalises the module (normal RAII order in main does this).
 //
