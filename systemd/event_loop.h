@@ -18,6 +18,25 @@
 //   posted functions refer to are destroyed; functions still queued when the loop is destroyed
 //   are destroyed without running.
 // - Destroy, on the loop thread, in reverse order of creation: BusService, then EventLoop.
+//
+// How `cakewalk-agent run` wires the systemd layer, in this order:
+//   1. log = sd::MakeLogSink();                            journal under systemd, else stderr
+//   2. loop = sd::EventLoop::Create(sd::Notifier::FromEnvironment(), *log);   before any thread
+//   3. load the configuration (exit 78 on error); open the token session (exit 77 when the PIN
+//      is wrong or the token refuses a login) — loop->notifier().SetStatus()/ExtendTimeout()
+//      may report progress; then start the worker threads
+//   4. bus = sd::BusService::Start(*loop, agent, {version});   OK means the bus name is owned
+//   5. loop->SetReloadHandler([&] { return agent.Reload(); }); optionally SetWatchdogCheck and
+//      AddPeriodic; workers publish with bus->SetProperties / EmitJobFinished
+//   6. loop->notifier().Ready("...");                      only now: config, token and bus ready
+//   7. exit = loop->Run();
+//   8. Stopping() unless exit.reason is kSignal (it was sent already); stop and join the
+//      workers; destroy bus, then loop
+//   9. exit status: kSignal 0; kBusDisconnected 1 (Restart=on-failure restarts the agent);
+//      kStopRequested from its status (77/78 must never be used for anything else); kFailed 1
+// Watchdog pings come from the loop's own timer at half of WATCHDOG_USEC (not
+// sd_event_set_watchdog, which pings at a random point between 1/2 and 3/4 and has no health
+// check), and only while Run() runs; systemd arms the watchdog once READY=1 arrives.
 #pragma once
 
 #include <chrono>

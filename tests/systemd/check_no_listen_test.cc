@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
@@ -103,8 +104,12 @@ TEST(CheckNoListenTest, AProcessThatCannotBeInspectedIsAnError) {
   // As nobody, another user's /proc/<pid>/fd is unreadable: that must not pass.
   Child child = Child::Spawn({CAKEWALK_SOCKET_CHILD, "tcp"});
   ASSERT_EQ(child.ReadLine(20s), "READY");
+  // A copy nobody can execute, wherever the source tree lives.
+  TempDir dir;
+  chmod(dir.path().c_str(), 0755);
+  WriteFile(dir / "check-no-listen", ReadFile(kScript), 0755);
   ProcessResult r = RunProcess({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                                kScript, std::to_string(child.pid())});
+                                (dir / "check-no-listen").string(), std::to_string(child.pid())});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot read /proc/"));
 }
