@@ -55,11 +55,12 @@ class CliTest : public ::testing::Test {
   // `algorithm` is "" (SHA-1), "=sha256" or "=sha512".
   static std::string Oathtool(const std::string& hex_key, long long unix_time,
                               const std::string& algorithm = "", int digits = 6) {
+    // The key goes to oathtool on standard input ("-"), not on its command line.
     std::vector<std::string> argv = {"oathtool", "--totp" + algorithm,
                                      "-d",       std::to_string(digits),
                                      "-N",       "@" + std::to_string(unix_time),
-                                     hex_key};
-    ProgramResult r = RunProgram(argv);
+                                     "-"};
+    ProgramResult r = RunProgram(argv, hex_key + "\n");
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::string out = r.out;
     while (!out.empty() && out.back() == '\n') out.pop_back();

@@ -43,6 +43,8 @@ class SoftHsm {
   Result<TokenSpec> AddToken(const std::string& label);
 
   const TokenSpec& token() const { return tokens_.front(); }
+  // Keeps the store's folder after this object goes away (the softhsm-init tool).
+  void Keep() { dir_.Keep(); }
   const std::filesystem::path& dir() const { return dir_.path(); }
   std::filesystem::path token_dir() const { return dir_.path() / "tokens"; }
   std::filesystem::path conf() const { return dir_.path() / "softhsm2.conf"; }

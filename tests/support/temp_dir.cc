@@ -24,7 +24,7 @@ TempDir::TempDir(std::string_view prefix) {
 
 TempDir::~TempDir() {
   const char* keep = std::getenv("CAKEWALK_KEEP_TEST_DIRS");
-  if (keep != nullptr && std::string(keep) == "1") return;
+  if (keep_ || (keep != nullptr && std::string(keep) == "1")) return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

@@ -16,10 +16,13 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  // Leaves the folder in place when this object goes away (tools that hand it to others).
+  void Keep() { keep_ = true; }
   std::filesystem::path operator/(std::string_view name) const { return path_ / name; }
 
  private:
   std::filesystem::path path_;
+  bool keep_ = false;
 };
 
 // Writes `content` to `path` with `mode` (created or truncated).
