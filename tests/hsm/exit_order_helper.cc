@@ -24,10 +24,14 @@ namespace {
 using namespace cakewalk;
 
 // Deliberately leaked: alive until the very end of the process.
+hsm::Module* g_module = nullptr;
+hsm::Token* g_token = nullptr;
 hsm::SecretStore* g_store = nullptr;
 hsm::KeyPair* g_key = nullptr;
 
 void LateUser() {
+  std::printf("late module closed: %s\n", g_module->closed() ? "yes" : "no");
+  std::printf("late token: %s\n", g_token->info().label.c_str());
   auto code = g_store->Totp("c", SysTime(std::chrono::seconds(59)), "late");
   std::printf("late totp: %s\n",
               code.ok() ? "OK" : std::string(CodeName(code.status().code())).c_str());
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   g_store = store->release();
   g_key = key->release();
-  (void)module->release();
-  (void)token->release();
+  g_module = module->release();
+  g_token = token->release();
   return 0;
 }

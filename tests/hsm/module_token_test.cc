@@ -240,6 +240,7 @@ TEST(ExitOrderTest, ProcessExitWithoutTeardownIsCleanAndLateCallsFail) {
       RunProgram({CAKEWALK_EXIT_ORDER_HELPER, SoftHsm::kModulePath, t.uri, t.pin_file.string()});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("before exit: 287082"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("late module closed: yes"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("late totp: FAILED_PRECONDITION"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("late sign: FAILED_PRECONDITION"), std::string::npos) << r.out << r.err;
 }
