@@ -39,7 +39,7 @@ std::string MechanismText(CK_MECHANISM_TYPE m);
 bool IsSessionLoss(CK_RV rv) noexcept;
 
 // Maps a PKCS#11 return value to a Status ("C_Sign failed: CKR_KEY_SIZE_RANGE (0x162) ...").
-// CKR_OK gives OK. Mapping (see docs/token-layout.md):
+// CKR_OK gives OK. Mapping:
 //   PIN problems                              -> kFailedPrecondition, reason "token_unavailable"
 //   token gone, session invalid, device error -> kUnavailable, reason "token_unavailable"
 //   mechanism / key size / key type problems  -> kFailedPrecondition (a provisioning problem)

@@ -63,8 +63,8 @@ enum class DestroyPolicy { kRefuseCurrent, kAllowCurrent };
 
 class SecretStore {
  public:
-  // `token` and `audit` must outlive the store (the store shares the token's internal state, so
-  // a closed token gives errors, not crashes). `clock` stamps creation times.
+  // `audit` and `clock` (which stamps creation times) must outlive the store. The store shares
+  // the token's internal state: after the Token is closed or destroyed it returns errors.
   [[nodiscard]] static Result<std::unique_ptr<SecretStore>> Open(
       Token& token, LogSink& audit, const Clock& clock = SystemClock());
   ~SecretStore();
