@@ -29,6 +29,7 @@
 #include "systemd/bus_service.h"
 #include "systemd/event_loop.h"
 #include "systemd/notify.h"
+#include "systemd/sd_handles.h"
 #include "systemd/status_client.h"
 
 namespace {
@@ -39,6 +40,12 @@ int Fail(const std::string& name, const std::string& message) {
   std::printf("ERROR %s\t%s\n", name.c_str(), message.c_str());
   std::fflush(stdout);
   return 1;
+}
+
+int Ok(const std::string& text) {
+  std::printf("OK %s\n", text.c_str());
+  std::fflush(stdout);
+  return 0;
 }
 
 int FailBus(const sd_bus_error& e, int r) {
@@ -134,6 +141,7 @@ int Listen(sd_bus* bus, int seconds) {
     waited += 100000;
   }
   std::printf("TIMEOUT\n");
+  std::fflush(stdout);
   return 1;
 }
 
@@ -169,58 +177,63 @@ int main(int argc, char** argv) {
   if (command == "status") {
     auto s = sd::QueryAgentStatus();
     if (!s.ok()) return Fail(std::string(CodeName(s.status().code())), s.status().message());
-    std::printf("OK %s %s\n", s->state.c_str(), s->version.c_str());
-    return 0;
+    return Ok(s->state + " " + s->version);
   }
 
-  sd_bus* bus = nullptr;
-  int r = sd_bus_open_system(&bus);
+  sd_bus* raw_bus = nullptr;
+  int r = sd_bus_open_system(&raw_bus);
   if (r < 0) return Fail("connect", std::strerror(-r));
-  sd_bus_error error = SD_BUS_ERROR_NULL;
-  sd_bus_message* reply = nullptr;
+  sd::BusPtr bus_owner(raw_bus);
+  sd_bus* bus = raw_bus;
+  sd::BusError error_owner;
+  sd_bus_error& error = *error_owner.get();
+  sd_bus_message* raw_reply = nullptr;
+  sd_bus_message** reply = &raw_reply;
+  struct ReplyFree {
+    sd_bus_message** m;
+    ~ReplyFree() { sd_bus_message_unref(*m); }
+  } reply_free{reply};
 
   if (command == "listen") return Listen(bus, args.empty() ? 10 : std::atoi(args[0].c_str()));
   if (command == "own") {
     r = sd_bus_request_name(bus, sd::kBusName, 0);
     if (r < 0) return Fail("errno", std::strerror(-r));
-    std::printf("OK owned\n");
-    return 0;
+    return Ok("owned");
   }
   if (command == "introspect") {
     r = sd_bus_call_method(bus, sd::kBusName, sd::kObjectPath,
-                           "org.freedesktop.DBus.Introspectable", "Introspect", &error, &reply, "");
+                           "org.freedesktop.DBus.Introspectable", "Introspect", &error, reply, "");
     if (r < 0) return FailBus(error, r);
     const char* xml = nullptr;
-    sd_bus_message_read(reply, "s", &xml);
-    std::printf("OK %zu\n", std::strlen(xml));
-    return 0;
+    sd_bus_message_read(*reply, "s", &xml);
+    return Ok(std::to_string(std::strlen(xml)));
   }
   if (command == "get" && args.size() == 1) {
     r = sd_bus_call_method(bus, sd::kBusName, sd::kObjectPath, "org.freedesktop.DBus.Properties",
-                           "Get", &error, &reply, "ss", sd::kInterface, args[0].c_str());
+                           "Get", &error, reply, "ss", sd::kInterface, args[0].c_str());
     if (r < 0) return FailBus(error, r);
     std::printf("OK\n");
+    std::fflush(stdout);
     return 0;
   }
   if (command == "call" && !args.empty()) {
-    sd_bus_message* call = nullptr;
-    r = sd_bus_message_new_method_call(bus, &call, sd::kBusName, sd::kObjectPath, sd::kInterface,
-                                       args[0].c_str());
+    sd_bus_message* raw_call = nullptr;
+    r = sd_bus_message_new_method_call(bus, &raw_call, sd::kBusName, sd::kObjectPath,
+                                       sd::kInterface, args[0].c_str());
+    sd::MessagePtr call(raw_call);
     for (size_t k = 1; r >= 0 && k < args.size(); ++k) {
-      r = sd_bus_message_append(call, "s", args[k].c_str());
+      r = sd_bus_message_append(raw_call, "s", args[k].c_str());
     }
     if (r < 0) return Fail("build", std::strerror(-r));
-    r = sd_bus_call(bus, call, 10 * 1000000u, &error, &reply);
+    r = sd_bus_call(bus, raw_call, 10 * 1000000u, &error, reply);
     if (r < 0) return FailBus(error, r);
-    const char* signature = sd_bus_message_get_signature(reply, 1);
+    const char* signature = sd_bus_message_get_signature(*reply, 1);
     if (signature != nullptr && std::strcmp(signature, "x") == 0) {
       int64_t v = 0;
-      sd_bus_message_read(reply, "x", &v);
-      std::printf("OK %lld\n", static_cast<long long>(v));
-    } else {
-      std::printf("OK %s\n", signature != nullptr ? signature : "");
+      sd_bus_message_read(*reply, "x", &v);
+      return Ok(std::to_string(v));
     }
-    return 0;
+    return Ok(signature != nullptr ? signature : "");
   }
   return Fail("usage", "unknown command " + command);
 }

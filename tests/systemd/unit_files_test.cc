@@ -6,7 +6,6 @@
 
 #include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -27,11 +26,16 @@ const std::string kSystemdDir = std::string(CAKEWALK_SOURCE_DIR) + "/systemd";
 const std::string kUnit = kSystemdDir + "/cakewalk-agent.service";
 
 // "Overall exposure level for cakewalk-agent.service: 1.0 OK" -> 1.0 (or -1 when absent).
+// (No std::regex: GCC 12 with sanitizers warns inside <regex>.)
 double Exposure(const std::string& out) {
-  std::smatch m;
-  static const std::regex re("Overall exposure level for [^:]+: ([0-9]+\\.[0-9]+)");
-  if (!std::regex_search(out, m, re)) return -1;
-  return std::stod(m[1]);
+  const std::string marker = "Overall exposure level for ";
+  const auto at = out.find(marker);
+  if (at == std::string::npos) return -1;
+  const auto colon = out.find(": ", at);
+  if (colon == std::string::npos) return -1;
+  const std::string number = out.substr(colon + 2, out.find(' ', colon + 2) - colon - 2);
+  if (number.empty() || number.find_first_not_of("0123456789.") != std::string::npos) return -1;
+  return std::stod(number);
 }
 
 ProcessResult Analyze(const std::string& unit_text) {
