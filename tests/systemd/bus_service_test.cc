@@ -11,8 +11,10 @@
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +37,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::Pair;
 using ::testing::StartsWith;
 using namespace std::chrono_literals;
@@ -655,6 +658,112 @@ TEST_F(BusServiceTest, NoBusIsReportedClearly) {
   auto service = sd::BusService::Start(**loop, agent, {"x", kAdminGroupForTests});
   ASSERT_FALSE(service.ok());
   EXPECT_EQ(service.status().code(), Code::kUnavailable);
+}
+
+// A stand-in agent with a hand-made GetStatus reply, served from its own thread: the client must
+// ignore keys it does not know and refuse known keys of the wrong type.
+class CannedStatusServer {
+ public:
+  explicit CannedStatusServer(std::function<int(sd_bus_message*)> fill) : fill_(std::move(fill)) {
+    if (sd_bus_open_system(&bus_) < 0) throw std::runtime_error("cannot connect");
+    if (sd_bus_add_object_vtable(bus_, nullptr, sd::kObjectPath, sd::kInterface, kVtable, this) <
+            0 ||
+        sd_bus_request_name(bus_, sd::kBusName, 0) < 0) {
+      throw std::runtime_error("cannot serve");
+    }
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        if (sd_bus_process(bus_, nullptr) > 0) continue;
+        sd_bus_wait(bus_, 50000);
+      }
+    });
+  }
+  ~CannedStatusServer() {
+    stop_ = true;
+    thread_.join();
+    sd_bus_flush_close_unref(bus_);
+  }
+
+ private:
+  static int GetStatus(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    auto* self = static_cast<CannedStatusServer*>(userdata);
+    sd_bus_message* reply = nullptr;
+    sd_bus_message_new_method_return(m, &reply);
+    sd_bus_message_open_container(reply, 'a', "{sv}");
+    self->fill_(reply);
+    sd_bus_message_close_container(reply);
+    const int r = sd_bus_send(nullptr, reply, nullptr);
+    sd_bus_message_unref(reply);
+    return r;
+  }
+  static constexpr sd_bus_vtable kVtable[] = {
+      SD_BUS_VTABLE_START(0),
+      SD_BUS_METHOD("GetStatus", "", "a{sv}", &CannedStatusServer::GetStatus, 0),
+      SD_BUS_VTABLE_END,
+  };
+
+  std::function<int(sd_bus_message*)> fill_;
+  sd_bus* bus_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_F(BusServiceTest, StatusClientIgnoresUnknownKeysAndRefusesWrongTypes) {
+  StartBus();
+  {
+    CannedStatusServer server([](sd_bus_message* m) {
+      sd_bus_message_append(m, "{sv}", "State", "s", "running");
+      sd_bus_message_append(m, "{sv}", "FutureKey", "a{ss}", 1, "a", "b");
+      sd_bus_message_append(m, "{sv}", "JobsRunning", "u", 3u);
+      return 0;
+    });
+    auto got = sd::QueryAgentStatus();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(got->state, "running");
+    EXPECT_EQ(got->jobs_running, 3u);
+    EXPECT_EQ(got->version, "");  // absent keys keep their defaults
+  }
+  {
+    CannedStatusServer server([](sd_bus_message* m) {
+      sd_bus_message_append(m, "{sv}", "State", "s", "running");
+      sd_bus_message_append(m, "{sv}", "JobsRunning", "s", "three");
+      return 0;
+    });
+    auto got = sd::QueryAgentStatus();
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.status().code(), Code::kInternal);
+    EXPECT_THAT(got.status().message(), HasSubstr("JobsRunning has type s, expected u"));
+  }
+  {
+    CannedStatusServer server([](sd_bus_message* m) {
+      sd_bus_message_append(m, "{sv}", "Version", "s", "1.0");
+      return 0;
+    });
+    auto got = sd::QueryAgentStatus();
+    ASSERT_FALSE(got.ok());
+    EXPECT_THAT(got.status().message(), HasSubstr("the status has no State"));
+  }
+}
+
+TEST(FormatStatusTest, PrintsOneLinePerFact) {
+  sd::StatusSnapshot s = SampleStatus();
+  const SysTime now = SysTime(std::chrono::seconds(1800000000)) - std::chrono::hours(24 * 10);
+  EXPECT_EQ(sd::FormatStatus(s, now),
+            "State: running\n"
+            "Version: 1.2.3-test\n"
+            "Uptime: 0d 1h 2m 5s\n"
+            "Jobs running: 2\n"
+            "Results pending: 5\n"
+            "Certificate expires: 2027-01-15T08:00:00Z (in 10 days)\n"
+            "Connection control-plane: ok\n"
+            "Connection jira-prod: unreachable (connect timeout)\n"
+            "Sync: jira-prod: 1200 of 5000 users\n");
+  s.certificate_expires_at.reset();
+  s.sync_progress.clear();
+  s.connections.clear();
+  EXPECT_THAT(sd::FormatStatus(s, now),
+              HasSubstr("Certificate expires: unknown (not enrolled?)\n"));
+  EXPECT_THAT(sd::FormatStatus(s, now), Not(HasSubstr("Sync:")));
 }
 
 }  // namespace
