@@ -1,166 +1,18 @@
 // CurlTransport through a real HTTP CONNECT proxy: tinyproxy, started by the test on 127.0.0.1
-// with a config in a temp folder (tinyproxy cannot listen on port 0: a free port is picked by
-// binding and closing, retrying on a collision). When the tests run as root, tinyproxy warns that
-// no User is configured and keeps running as root; with a `User` line it would drop privileges
-// and lose access to its log in the 0700 temp folder, so there is none.
-#include <arpa/inet.h>
-#include <fcntl.h>
+// with a config in a temp folder (tests/support/tinyproxy.h).
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <cstring>
-#include <thread>
+#include <stdlib.h>
 
 #include "jira/curl_transport.h"
 #include "tests/support/canary.h"
+#include "tests/support/tinyproxy.h"
 #include "tests/transport/tls_env.h"
-
-extern char** environ;
 
 namespace cakewalk::testing {
 namespace {
 
 namespace reason = http::reason;
 using namespace std::chrono_literals;
-
-std::uint16_t PickFreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot pick a free port");
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool CanConnect(std::uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  close(fd);
-  return ok;
-}
-
-class TinyProxy {
- public:
-  struct Options {
-    std::string user;  // empty: no authentication
-    std::string password;
-    std::vector<std::uint16_t> connect_ports;
-  };
-
-  TinyProxy(const TempDir& dir, const Options& options) : dir_(dir.path()) {
-    std::string last_output;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      port_ = PickFreePort();
-      std::string conf = "Port " + std::to_string(port_) +
-                         "\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 30\nMaxClients 50\n"
-                         "LogLevel Info\nLogFile \"" +
-                         (dir_ / "tinyproxy.log").string() + "\"\nPidFile \"" +
-                         (dir_ / "tinyproxy.pid").string() + "\"\n";
-      if (!options.user.empty())
-        conf += "BasicAuth " + options.user + " " + options.password + "\n";
-      for (auto p : options.connect_ports) conf += "ConnectPort " + std::to_string(p) + "\n";
-      WriteFile(dir_ / "tinyproxy.conf", conf);
-      Spawn();
-      const auto deadline = std::chrono::steady_clock::now() + 10s;
-      while (std::chrono::steady_clock::now() < deadline) {
-        if (CanConnect(port_)) return;
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-          pid_ = -1;
-          break;  // exited: most likely the port was taken in between; try another one
-        }
-        std::this_thread::sleep_for(20ms);
-      }
-      last_output = ReadFile(dir_ / "tinyproxy.out") + ReadLogOrEmpty();
-      Kill();
-    }
-    throw std::runtime_error("tinyproxy did not start: " + last_output);
-  }
-  ~TinyProxy() { Kill(); }
-
-  std::uint16_t port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string Log() const { return ReadLogOrEmpty(); }
-  // CONNECT requests tinyproxy logged for host:port (with proxy authentication, libcurl's first
-  // CONNECT carries no credentials and gets a 407: one tunnel can take two requests).
-  int ConnectRequests(const std::string& host_port) const {
-    return Count("Request (file descriptor ", "): CONNECT " + host_port + " HTTP/1.1");
-  }
-  // Tunnels tinyproxy opened to the origin "localhost".
-  int TunnelsToLocalhost() const {
-    return Count("Established connection to host \"localhost\"", "");
-  }
-
- private:
-  // Log lines containing `a` immediately followed (after any characters but a newline) by `b`.
-  int Count(const std::string& a, const std::string& b) const {
-    const std::string log = Log();
-    int n = 0;
-    std::size_t start = 0;
-    while (start < log.size()) {
-      std::size_t end = log.find('\n', start);
-      if (end == std::string::npos) end = log.size();
-      const std::string_view line(log.data() + start, end - start);
-      const std::size_t pa = line.find(a);
-      if (pa != std::string_view::npos && (b.empty() || line.find(b, pa) != std::string_view::npos))
-        ++n;
-      start = end + 1;
-    }
-    return n;
-  }
-  std::string ReadLogOrEmpty() const {
-    try {
-      return ReadFile(dir_ / "tinyproxy.log");
-    } catch (...) {
-      return {};
-    }
-  }
-  void Spawn() {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string out = (dir_ / "tinyproxy.out").string();
-    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const std::string conf = (dir_ / "tinyproxy.conf").string();
-    std::vector<char*> argv = {const_cast<char*>("tinyproxy"), const_cast<char*>("-d"),
-                               const_cast<char*>("-c"), const_cast<char*>(conf.c_str()), nullptr};
-    const int rc = posix_spawnp(&pid_, "tinyproxy", &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      pid_ = -1;
-      throw std::runtime_error(
-          "cannot start tinyproxy (is the package installed? "
-          "scripts/bootstrap installs it): " +
-          std::string(std::strerror(rc)));
-    }
-  }
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
-  std::filesystem::path dir_;
-  std::uint16_t port_ = 0;
-  pid_t pid_ = -1;
-};
 
 HttpResponse Ok(std::string body) {
   HttpResponse r;
