@@ -343,6 +343,8 @@ class FakeJira {
   // Exactly the users a complete access sync must report, in a stable order: DC all non-deleted
   // users; Cloud every site user except those privacy filtering hides from listings.
   std::vector<UserTruth> ExpectedSyncUsers() const;
+  // Streams the same set without holding it all (a million users). `fn` runs under the fake's
+  // lock: it must not call back into the fake.
   void ForEachExpectedSyncUser(const std::function<void(const UserTruth&)>& fn) const;
   std::vector<GroupTruth> Groups() const;
   std::vector<std::string> GroupMemberIds(std::string_view group) const;
