@@ -224,6 +224,29 @@ std::optional<std::map<std::string, std::string>> ParseForm(std::string_view bod
   return out;
 }
 
+bool PathIs(const std::vector<std::string>& segs, std::initializer_list<std::string_view> pattern) {
+  if (segs.size() != pattern.size()) return false;
+  std::size_t i = 0;
+  for (std::string_view p : pattern) {
+    if (p != "*" && segs[i] != p) return false;
+    ++i;
+  }
+  return true;
+}
+
+HttpResponse MethodNotAllowed() {
+  HttpResponse r;
+  r.status = 405;
+  return r;
+}
+
+HttpResponse ByMethod(const std::string& method, MethodHandlers handlers) {
+  for (const auto& [verb, fn] : handlers) {
+    if (verb == method) return fn();
+  }
+  return MethodNotAllowed();
+}
+
 std::optional<HttpResponse> CheckBodyKeys(const Json::Value& body,
                                           std::initializer_list<std::string_view> allowed) {
   if (!body.isObject()) {

@@ -16,22 +16,6 @@ namespace {
 
 using Segs = std::vector<std::string>;
 
-bool Is(const Segs& segs, std::initializer_list<std::string_view> pattern) {
-  if (segs.size() != pattern.size()) return false;
-  std::size_t i = 0;
-  for (std::string_view p : pattern) {
-    if (p != "*" && segs[i] != p) return false;
-    ++i;
-  }
-  return true;
-}
-
-HttpResponse NotAllowed() {
-  HttpResponse r;
-  r.status = 405;
-  return r;
-}
-
 HttpResponse OrgError(int status, const std::string& message) {
   Json::Value j;
   j["code"] = status;
@@ -100,45 +84,41 @@ std::optional<UserIndex> FakeJira::Impl::CloudFindUser(std::string_view account_
 HttpResponse FakeJira::Impl::RouteCloud(Ctx& ctx) {
   const Segs& a = ctx.segs;
   const std::string& m = ctx.req.method;
-  auto method =
-      [&](std::initializer_list<std::pair<std::string_view, std::function<HttpResponse()>>>
-              handlers) {
-        for (const auto& [verb, fn] : handlers) {
-          if (verb == m) return fn();
-        }
-        return NotAllowed();
-      };
-  if (Is(a, {"serverInfo"})) return method({{"GET", [&] { return CloudServerInfo(ctx); }}});
-  if (Is(a, {"myself"})) return method({{"GET", [&] { return CloudMyself(ctx); }}});
-  if (Is(a, {"mypermissions"})) return method({{"GET", [&] { return CloudMyPermissions(ctx); }}});
-  if (Is(a, {"permissions", "check"})) {
+  auto method = [&](MethodHandlers handlers) { return ByMethod(m, handlers); };
+  if (PathIs(a, {"serverInfo"})) return method({{"GET", [&] { return CloudServerInfo(ctx); }}});
+  if (PathIs(a, {"myself"})) return method({{"GET", [&] { return CloudMyself(ctx); }}});
+  if (PathIs(a, {"mypermissions"}))
+    return method({{"GET", [&] { return CloudMyPermissions(ctx); }}});
+  if (PathIs(a, {"permissions", "check"})) {
     return method({{"POST", [&] { return CloudPermissionsCheck(ctx); }}});
   }
-  if (Is(a, {"user"})) {
+  if (PathIs(a, {"user"})) {
     return method({{"GET", [&] { return CloudGetUser(ctx); }},
                    {"POST", [&] { return CloudCreateUser(ctx); }},
                    {"DELETE", [&] { return CloudDeleteUser(ctx); }}});
   }
-  if (Is(a, {"user", "groups"})) return method({{"GET", [&] { return CloudUserGroups(ctx); }}});
-  if (Is(a, {"users", "search"}) || Is(a, {"users"})) {
+  if (PathIs(a, {"user", "groups"})) return method({{"GET", [&] { return CloudUserGroups(ctx); }}});
+  if (PathIs(a, {"users", "search"}) || PathIs(a, {"users"})) {
     return method({{"GET", [&] { return CloudUsersSearch(ctx); }}});
   }
-  if (Is(a, {"user", "search"})) return method({{"GET", [&] { return CloudUserSearch(ctx); }}});
-  if (Is(a, {"group", "bulk"})) return method({{"GET", [&] { return CloudGroupBulk(ctx); }}});
-  if (Is(a, {"group", "member"})) return method({{"GET", [&] { return CloudGroupMembers(ctx); }}});
-  if (Is(a, {"group", "user"})) {
+  if (PathIs(a, {"user", "search"})) return method({{"GET", [&] { return CloudUserSearch(ctx); }}});
+  if (PathIs(a, {"group", "bulk"})) return method({{"GET", [&] { return CloudGroupBulk(ctx); }}});
+  if (PathIs(a, {"group", "member"}))
+    return method({{"GET", [&] { return CloudGroupMembers(ctx); }}});
+  if (PathIs(a, {"group", "user"})) {
     return method({{"POST", [&] { return CloudGroupUser(ctx, true); }},
                    {"DELETE", [&] { return CloudGroupUser(ctx, false); }}});
   }
-  if (Is(a, {"group"})) {
+  if (PathIs(a, {"group"})) {
     return method({{"POST", [&] { return CloudGroupCreateDelete(ctx, true); }},
                    {"DELETE", [&] { return CloudGroupCreateDelete(ctx, false); }}});
   }
-  if (Is(a, {"groups", "picker"})) return method({{"GET", [&] { return CloudGroupsPicker(ctx); }}});
-  if (Is(a, {"applicationrole"})) {
+  if (PathIs(a, {"groups", "picker"}))
+    return method({{"GET", [&] { return CloudGroupsPicker(ctx); }}});
+  if (PathIs(a, {"applicationrole"})) {
     return method({{"GET", [&] { return CloudApplicationRoles(ctx, nullptr); }}});
   }
-  if (Is(a, {"applicationrole", "*"})) {
+  if (PathIs(a, {"applicationrole", "*"})) {
     return method({{"GET", [&] { return CloudApplicationRoles(ctx, &a[1]); }}});
   }
   return ErrorResponse(404, {"No resource found for " + ctx.req.path});
@@ -690,7 +670,7 @@ HttpResponse FakeJira::Impl::TenantInfo() {
 }
 
 HttpResponse FakeJira::Impl::AccessibleResources(const HttpRequest& req, SysTime now) {
-  if (req.method != "GET") return NotAllowed();
+  if (req.method != "GET") return MethodNotAllowed();
   const std::string auth = req.Header("authorization");
   const jira_fake::AccessToken* at =
       auth.rfind("Bearer ", 0) == 0 ? oauth.FindAccessToken(auth.substr(7), now) : nullptr;
@@ -709,7 +689,7 @@ HttpResponse FakeJira::Impl::AccessibleResources(const HttpRequest& req, SysTime
 }
 
 HttpResponse FakeJira::Impl::RouteCloudToken(const HttpRequest& req, SysTime now) {
-  if (req.method != "POST") return NotAllowed();
+  if (req.method != "POST") return MethodNotAllowed();
   std::map<std::string, std::string> params;
   const std::string type = ToLower(req.Header("content-type"));
   auto invalid = [](const char* why) {
@@ -799,8 +779,8 @@ HttpResponse FakeJira::Impl::RouteOrgAdmin(const HttpRequest& req, const Segs& s
     auto u = CloudFindUser(segs[1]);
     if (!u) return OrgError(404, "The user was not found.");
     const UserRecord r = dir.User(*u);
-    if (Is(segs, {"users", "*", "manage"})) {
-      if (req.method != "GET") return NotAllowed();
+    if (PathIs(segs, {"users", "*", "manage"})) {
+      if (req.method != "GET") return MethodNotAllowed();
       Json::Value j(Json::objectValue);
       for (const char* p : {"email.set", "lifecycle.enablement", "profile.write", "profile.read",
                             "apiToken.read", "apiToken.delete"}) {
@@ -812,10 +792,10 @@ HttpResponse FakeJira::Impl::RouteOrgAdmin(const HttpRequest& req, const Segs& s
       }
       return JsonResponse(200, j);
     }
-    const bool disable = Is(segs, {"users", "*", "manage", "lifecycle", "disable"});
-    const bool enable = Is(segs, {"users", "*", "manage", "lifecycle", "enable"});
+    const bool disable = PathIs(segs, {"users", "*", "manage", "lifecycle", "disable"});
+    const bool enable = PathIs(segs, {"users", "*", "manage", "lifecycle", "enable"});
     if (disable || enable) {
-      if (req.method != "POST") return NotAllowed();
+      if (req.method != "POST") return MethodNotAllowed();
       // UNVERIFIED (reference §3): user management refuses keys created with scopes.
       if (key->spec.scoped) return OrgError(403, "API keys with scopes cannot manage users.");
       if (!has("lifecycle.enablement"))
@@ -838,8 +818,8 @@ HttpResponse FakeJira::Impl::RouteOrgAdmin(const HttpRequest& req, const Segs& s
       }
       return Empty(204);
     }
-    if (Is(segs, {"users", "*", "manage", "api-tokens"})) {
-      if (req.method != "GET") return NotAllowed();
+    if (PathIs(segs, {"users", "*", "manage", "api-tokens"})) {
+      if (req.method != "GET") return MethodNotAllowed();
       if (!has("apiToken.read") || !r.managed) return OrgError(403, "Not allowed to read tokens.");
       Json::Value out(Json::arrayValue);
       for (const ApiToken& t : api_tokens_) {
@@ -858,11 +838,11 @@ HttpResponse FakeJira::Impl::RouteOrgAdmin(const HttpRequest& req, const Segs& s
   }
 
   // /admin/v1/orgs/{orgId}/users, /admin/v2/orgs/{orgId}/directories/-/users
-  const bool v1 = Is(segs, {"admin", "v1", "orgs", "*", "users"});
-  const bool v2 = Is(segs, {"admin", "v2", "orgs", "*", "directories", "-", "users"});
-  const bool tokens = Is(segs, {"admin", "api-access", "v1", "orgs", "*", "api-tokens"});
+  const bool v1 = PathIs(segs, {"admin", "v1", "orgs", "*", "users"});
+  const bool v2 = PathIs(segs, {"admin", "v2", "orgs", "*", "directories", "-", "users"});
+  const bool tokens = PathIs(segs, {"admin", "api-access", "v1", "orgs", "*", "api-tokens"});
   if (v1 || v2 || tokens) {
-    if (req.method != "GET") return NotAllowed();
+    if (req.method != "GET") return MethodNotAllowed();
     if (segs[tokens ? 4 : 3] != opt.org_id) return OrgError(404, "The organization was not found.");
     const std::int64_t limit = limit_of(20);
     const std::uint64_t cursor = cursor_of();

@@ -15,23 +15,6 @@ namespace {
 
 using Segs = std::vector<std::string>;
 
-// Exact match of the segments against a pattern; "*" matches any one segment.
-bool Is(const Segs& segs, std::initializer_list<std::string_view> pattern) {
-  if (segs.size() != pattern.size()) return false;
-  std::size_t i = 0;
-  for (std::string_view p : pattern) {
-    if (p != "*" && segs[i] != p) return false;
-    ++i;
-  }
-  return true;
-}
-
-HttpResponse NotAllowed() {
-  HttpResponse r;
-  r.status = 405;
-  return r;
-}
-
 // What Jersey answers for a REST path no resource serves.
 HttpResponse NoResource(const std::string& url) {
   Json::Value body;
@@ -186,98 +169,96 @@ std::string FakeJira::Impl::RoleEtag(const std::vector<const AppRole*>& roles) c
 HttpResponse FakeJira::Impl::RouteDc(Ctx& ctx) {
   const Segs& s = ctx.segs;
   const std::string& m = ctx.req.method;
-  const std::string url = ctx.base + "/rest" + ctx.req.path.substr(ctx.req.path.find("/rest") + 5);
-  auto method =
-      [&](std::initializer_list<std::pair<std::string_view, std::function<HttpResponse()>>>
-              handlers) {
-        for (const auto& [verb, fn] : handlers) {
-          if (verb == m) return fn();
-        }
-        return NotAllowed();
-      };
+  std::string url = ctx.base + "/rest";
+  for (const auto& seg : s) url += "/" + seg;
+  auto method = [&](MethodHandlers handlers) { return ByMethod(m, handlers); };
 
   if (s.size() >= 2 && s[0] == "api" && (s[1] == "2" || s[1] == "latest")) {
     const Segs a(s.begin() + 2, s.end());
-    if (Is(a, {"serverInfo"})) return method({{"GET", [&] { return DcServerInfo(ctx); }}});
-    if (Is(a, {"myself"})) return method({{"GET", [&] { return DcMyself(ctx); }}});
-    if (Is(a, {"myself", "password"})) {
+    if (PathIs(a, {"serverInfo"})) return method({{"GET", [&] { return DcServerInfo(ctx); }}});
+    if (PathIs(a, {"myself"})) return method({{"GET", [&] { return DcMyself(ctx); }}});
+    if (PathIs(a, {"myself", "password"})) {
       return method({{"PUT", [&] { return DcChangeMyPassword(ctx); }}});
     }
-    if (Is(a, {"password", "policy"})) {
+    if (PathIs(a, {"password", "policy"})) {
       return method({{"GET", [&] { return DcPasswordPolicy(ctx); }}});
     }
-    if (Is(a, {"mypermissions"})) return method({{"GET", [&] { return DcMyPermissions(ctx); }}});
-    if (Is(a, {"user"})) {
+    if (PathIs(a, {"mypermissions"}))
+      return method({{"GET", [&] { return DcMyPermissions(ctx); }}});
+    if (PathIs(a, {"user"})) {
       return method({{"GET", [&] { return DcGetUser(ctx); }},
                      {"POST", [&] { return DcCreateUser(ctx); }},
                      {"PUT", [&] { return DcUpdateUser(ctx); }},
                      {"DELETE", [&] { return DcDeleteUser(ctx); }}});
     }
-    if (Is(a, {"user", "search"})) return method({{"GET", [&] { return DcUserSearch(ctx); }}});
-    if (Is(a, {"user", "list"}) && VersionAtLeast(10, 3)) {
+    if (PathIs(a, {"user", "search"})) return method({{"GET", [&] { return DcUserSearch(ctx); }}});
+    if (PathIs(a, {"user", "list"}) && VersionAtLeast(10, 3)) {
       return method({{"GET", [&] { return DcUserList(ctx); }}});
     }
-    if (Is(a, {"user", "session", "*"})) {
+    if (PathIs(a, {"user", "session", "*"})) {
       return method({{"DELETE", [&] { return DcKillSessions(ctx, a[2]); }}});
     }
-    if (Is(a, {"user", "application"})) {
+    if (PathIs(a, {"user", "application"})) {
       return method({{"POST", [&] { return DcUserApplication(ctx, true); }},
                      {"DELETE", [&] { return DcUserApplication(ctx, false); }}});
     }
-    if (Is(a, {"group", "member"})) return method({{"GET", [&] { return DcGroupMembers(ctx); }}});
-    if (Is(a, {"group", "user"})) {
+    if (PathIs(a, {"group", "member"}))
+      return method({{"GET", [&] { return DcGroupMembers(ctx); }}});
+    if (PathIs(a, {"group", "user"})) {
       return method({{"POST", [&] { return DcGroupUser(ctx, true); }},
                      {"DELETE", [&] { return DcGroupUser(ctx, false); }}});
     }
-    if (Is(a, {"group"})) {
+    if (PathIs(a, {"group"})) {
       return method({{"POST", [&] { return DcGroupCreateDelete(ctx, true); }},
                      {"DELETE", [&] { return DcGroupCreateDelete(ctx, false); }}});
     }
-    if (Is(a, {"groups", "picker"})) return method({{"GET", [&] { return DcGroupsPicker(ctx); }}});
-    if (Is(a, {"applicationrole"})) {
+    if (PathIs(a, {"groups", "picker"}))
+      return method({{"GET", [&] { return DcGroupsPicker(ctx); }}});
+    if (PathIs(a, {"applicationrole"})) {
       return method({{"GET", [&] { return DcApplicationRoles(ctx, nullptr); }},
                      {"PUT", [&] { return DcApplicationRoles(ctx, nullptr); }}});
     }
-    if (Is(a, {"applicationrole", "*"})) {
+    if (PathIs(a, {"applicationrole", "*"})) {
       return method({{"GET", [&] { return DcApplicationRoles(ctx, &a[1]); }},
                      {"PUT", [&] { return DcApplicationRoles(ctx, &a[1]); }}});
     }
     return NoResource(url);
   }
-  if (Is(s, {"auth", "1", "session"})) {
+  if (PathIs(s, {"auth", "1", "session"})) {
     return method({{"GET", [&] { return DcAuthSession(ctx); }},
                    {"POST", [&] { return DcAuthSession(ctx); }},
                    {"DELETE", [&] { return DcAuthSession(ctx); }}});
   }
   if (s.size() >= 3 && s[0] == "tsv" && (s[1] == "1.0" || s[1] == "latest")) {
     const Segs t(s.begin() + 2, s.end());
-    if (Is(t, {"authenticate"})) return method({{"POST", [&] { return DcTsvAuthenticate(ctx); }}});
-    if (Is(t, {"authenticate", "totp-code"})) {
+    if (PathIs(t, {"authenticate"}))
+      return method({{"POST", [&] { return DcTsvAuthenticate(ctx); }}});
+    if (PathIs(t, {"authenticate", "totp-code"})) {
       return method({{"POST", [&] { return DcTsvTotpCode(ctx); }}});
     }
-    if (Is(t, {"status"})) return method({{"GET", [&] { return DcTsvStatus(ctx); }}});
+    if (PathIs(t, {"status"})) return method({{"GET", [&] { return DcTsvStatus(ctx); }}});
     return NoResource(url);
   }
-  if (Is(s, {"pat", "latest", "tokens"})) {
+  if (PathIs(s, {"pat", "latest", "tokens"})) {
     return method({{"GET", [&] { return DcPats(ctx); }}, {"POST", [&] { return DcPats(ctx); }}});
   }
-  if (Is(s, {"pat", "latest", "tokens", "search"})) {
+  if (PathIs(s, {"pat", "latest", "tokens", "search"})) {
     return method({{"POST", [&] { return DcPatSearch(ctx); }}});
   }
-  if (Is(s, {"pat", "latest", "tokens", "*"})) {
+  if (PathIs(s, {"pat", "latest", "tokens", "*"})) {
     return method({{"DELETE", [&] { return DcPatDelete(ctx, s[3]); }}});
   }
-  if (Is(s, {"applinks", "latest", "listApplicationlinks"}) ||
-      Is(s, {"applinks", "3.0", "listApplicationlinks"})) {
+  if (PathIs(s, {"applinks", "latest", "listApplicationlinks"}) ||
+      PathIs(s, {"applinks", "3.0", "listApplicationlinks"})) {
     return method({{"GET", [&] { return DcApplicationLinks(ctx); }}});
   }
-  if (Is(s, {"oauth2", "latest", "client"})) {
+  if (PathIs(s, {"oauth2", "latest", "client"})) {
     return method({{"GET", [&] { return DcOAuthClients(ctx); }}});
   }
-  if (Is(s, {"oauth2", "latest", "authorize"})) {
+  if (PathIs(s, {"oauth2", "latest", "authorize"})) {
     return method({{"GET", [&] { return DcOAuthAuthorize(ctx); }}});
   }
-  if (Is(s, {"oauth2", "latest", "token"})) {
+  if (PathIs(s, {"oauth2", "latest", "token"})) {
     return method({{"POST", [&] { return DcOAuthToken(ctx); }}});
   }
   return NoResource(url);

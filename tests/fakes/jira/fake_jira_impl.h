@@ -290,6 +290,16 @@ class FakeJira::Impl {
   mutable std::map<std::pair<GroupIndex, bool>, MemberCache> member_cache_;
 };
 
+// Routing helpers shared by the route files.
+// Exact match of path segments against a pattern; "*" matches any one segment.
+bool PathIs(const std::vector<std::string>& segs, std::initializer_list<std::string_view> pattern);
+// 405 with an empty body, as Jersey answers a known path with another method.
+HttpResponse MethodNotAllowed();
+using MethodHandlers =
+    std::initializer_list<std::pair<std::string_view, std::function<HttpResponse()>>>;
+// Runs the handler registered for `method`, or answers 405.
+HttpResponse ByMethod(const std::string& method, MethodHandlers handlers);
+
 // Strict request bodies: a JSON object whose members are all in `allowed` (Jira's JSON binding
 // refuses unknown fields with 400); an error response otherwise.
 std::optional<HttpResponse> CheckBodyKeys(const Json::Value& body,
