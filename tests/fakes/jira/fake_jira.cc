@@ -291,7 +291,8 @@ std::optional<std::vector<std::string>> BodyStrings(const Json::Value& body, con
 // ---- Construction -------------------------------------------------------------------------------
 
 FakeJira::Impl::Impl(FakeJiraOptions options)
-    : opt(std::move(options)),
+    : initial_options(options),
+      opt(std::move(options)),
       clock(opt.clock != nullptr ? *opt.clock : SystemClock()),
       dir(opt.flavor, opt.site_name),
       oauth(jira_fake::OAuthSettings{opt.flavor == JiraFlavor::kCloud, opt.access_token_lifetime,
@@ -1159,7 +1160,7 @@ FakeJira::FakeJira(FakeJiraOptions options) : impl_(std::make_unique<Impl>(std::
 FakeJira::~FakeJira() = default;
 
 HttpResponse FakeJira::Handle(const HttpRequest& request) { return impl_->Handle(request); }
-const FakeJiraOptions& FakeJira::options() const { return impl_->opt; }
+const FakeJiraOptions& FakeJira::options() const { return impl_->initial_options; }
 
 Result<std::string> FakeJira::AddUser(const NewUser& user) {
   std::lock_guard lock(impl_->mu);

@@ -292,6 +292,7 @@ class FakeJira {
 
   // The whole HTTP surface. Thread-safe.
   HttpResponse Handle(const HttpRequest& request);
+  // The options as constructed (control methods below change the live values).
   const FakeJiraOptions& options() const;
 
   // ---- Seeding ---------------------------------------------------------------------------

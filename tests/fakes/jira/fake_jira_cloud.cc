@@ -270,6 +270,10 @@ HttpResponse FakeJira::Impl::CloudCreateUser(Ctx& ctx) {
   }
   const std::string actor = ActorLabel(ctx);
   auto existing = dir.FindByEmail(*email);
+  std::optional<UserIndex> removed;  // an account once removed from the site
+  for (UserIndex u : existing) {
+    if (dir.IsDeleted(u)) removed = u;
+  }
   std::erase_if(existing, [&](UserIndex u) { return dir.IsDeleted(u); });
   if (!existing.empty()) {
     const UserIndex u = existing.front();
@@ -283,8 +287,9 @@ HttpResponse FakeJira::Impl::CloudCreateUser(Ctx& ctx) {
     }
     for (AppRole* role : roles) {
       if (dir.HasProduct(u, *role)) continue;
-      for (GroupIndex g : role->default_groups)
+      for (GroupIndex g : role->default_groups) {
         ChangeMembership(g, u, true, actor, "product access");
+      }
     }
     return JsonResponse(201, CloudUserJson(ctx, u, true, false, false));
   }
@@ -295,6 +300,19 @@ HttpResponse FakeJira::Impl::CloudCreateUser(Ctx& ctx) {
       return ErrorResponse(
           400, {"The number of licensed users for " + role->name + " has been exceeded."});
     }
+  }
+  if (removed) {
+    // The Atlassian account outlived its removal from the site: it comes back, same accountId.
+    UserRecord back = dir.User(*removed);
+    back.deleted = false;
+    dir.PutUser(*removed, back);
+    Log("user_created", back.account_id, *email, "", actor, "re-added to the site");
+    for (AppRole* role : roles) {
+      for (GroupIndex g : role->default_groups) {
+        ChangeMembership(g, *removed, true, actor, "product access");
+      }
+    }
+    return JsonResponse(201, CloudUserJson(ctx, *removed, true, false, false));
   }
   UserRecord r;
   r.email = *email;

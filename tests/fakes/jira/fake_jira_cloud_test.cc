@@ -383,6 +383,15 @@ TEST_F(CloudTest, SiteRemovalNeedsASiteAdminAndKeepsTheAccountListed) {
   bool listed = false;
   for (const auto& u : Body(Get("/users/search"))) listed |= u["accountId"].asString() == alice_id_;
   EXPECT_TRUE(listed);
+  // Creating the user again brings back the same Atlassian account.
+  Json::Value body;
+  body["emailAddress"] = "alice@corp.example";
+  body["products"].append("jira-software");
+  HttpResponse back = Call(*jira_, Site("POST", "/user").Json(body));
+  ASSERT_EQ(back.status, 201) << back.body;
+  EXPECT_EQ(Body(back)["accountId"].asString(), alice_id_);
+  EXPECT_FALSE(jira_->FindUser(alice_id_)->deleted);
+  EXPECT_EQ(jira_->FindUser(alice_id_)->products, std::vector<std::string>{"jira-software"});
 }
 
 TEST_F(CloudTest, ApplicationRolesAndPermissions) {

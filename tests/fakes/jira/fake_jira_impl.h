@@ -256,7 +256,8 @@ class FakeJira::Impl {
 
   // ---- State --------------------------------------------------------------------------------
   mutable std::mutex mu;
-  FakeJiraOptions opt;
+  const FakeJiraOptions initial_options;  // as constructed, for FakeJira::options()
+  FakeJiraOptions opt;                    // live: control methods change it
   const Clock& clock;
   int version_[3] = {0, 0, 0};
   bool basic_enabled_ = true;
