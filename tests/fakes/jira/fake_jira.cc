@@ -312,9 +312,9 @@ FakeJira::Impl::Impl(FakeJiraOptions options)
       (opt.context_path.front() != '/' || opt.context_path.back() == '/')) {
     Misuse("context_path must be empty or look like /jira");
   }
-  // Jira 11.0 turns Basic auth off by default (reference §8).
+  // Jira 11.0 turns Basic auth off by default.
   basic_enabled_ = opt.basic_auth_enabled.value_or(version_[0] < 11);
-  // FAKE ASSUMPTION (UNVERIFIED, reference §11/§13): PUT /user {"active": false} works from 10.3
+  // FAKE ASSUMPTION (UNVERIFIED): PUT /user {"active": false} works from 10.3
   // on and answers 400 error.no.value.found.to.be.changed below.
   deactivate_via_put_ = opt.deactivate_via_put.value_or(VersionAtLeast(10, 3));
   for (const auto& [product, seats] : opt.seat_limits) {
@@ -473,7 +473,7 @@ HttpResponse FakeJira::Impl::HandleParsed(Ctx& ctx, const std::vector<std::strin
   if (auto limited = RateLimitCheck(ctx, &rate_headers)) return finish(std::move(*limited), true);
 
   // XSRF: a cookie-authenticated request that changes something must say X-Atlassian-Token:
-  // no-check (JSON included, reference §8).
+  // no-check, JSON requests included.
   if (ctx.id.cookie && req.method != "GET" && req.method != "HEAD" && req.method != "OPTIONS" &&
       ToLower(req.Header("x-atlassian-token")) != "no-check") {
     HttpResponse r;
@@ -556,7 +556,7 @@ std::optional<HttpResponse> FakeJira::Impl::AuthenticateDc(Ctx& ctx) {
     WipeString(pair);
     if (!basic_enabled_) {
       RecordLogin(username, "basic", "basic_disabled");
-      // FAKE ASSUMPTION (UNVERIFIED, reference §13): the status and text Jira 11 gives a Basic
+      // FAKE ASSUMPTION (UNVERIFIED): the status and text Jira 11 gives a Basic
       // request when Basic auth is off.
       return ErrorResponse(401, {"Basic authentication has been disabled on this instance."});
     }
@@ -590,7 +590,7 @@ std::optional<HttpResponse> FakeJira::Impl::AuthenticateDc(Ctx& ctx) {
         RecordLogin(username, "basic", "bad_credentials");
         break;
     }
-    // Wrong credentials do not end the request: it carries on as anonymous (reference §8).
+    // Wrong credentials do not end the request: it carries on as anonymous (JRA-41559).
     id.failed_basic = true;
   }
   return std::nullopt;
@@ -610,7 +610,7 @@ std::optional<HttpResponse> FakeJira::Impl::AuthenticateCloud(Ctx& ctx) {
       RecordLogin(principal, "api_token", "expired");
       return unauthorized();
     }
-    // Scoped tokens work only through the gateway (reference §1). FAKE ASSUMPTION: classic
+    // Scoped tokens work only through the gateway. FAKE ASSUMPTION: classic
     // tokens are refused by the gateway.
     if (tok.scoped != gateway) {
       RecordLogin(principal, "api_token", "wrong_endpoint");
@@ -645,7 +645,7 @@ std::optional<HttpResponse> FakeJira::Impl::AuthenticateCloud(Ctx& ctx) {
         return accept_token(tok, email);
       }
     }
-    // Password Basic is gone on Cloud (reference §7).
+    // Password Basic has been gone from Cloud since 2019.
     for (UserIndex u : dir.FindByEmail(email)) {
       auto s = secrets_.find(u);
       if (s != secrets_.end() && !s->second.password.empty() &&
@@ -665,7 +665,7 @@ std::optional<HttpResponse> FakeJira::Impl::AuthenticateCloud(Ctx& ctx) {
   if (auth.rfind("Bearer ", 0) == 0) {
     const std::string token = auth.substr(7);
     if (!gateway) {
-      // OAuth and scoped tokens are for the gateway only (reference §1).
+      // OAuth and scoped tokens are for the gateway only.
       RecordLogin("bearer", "oauth", "wrong_endpoint");
       return unauthorized();
     }
@@ -706,7 +706,7 @@ std::optional<HttpResponse> FakeJira::Impl::RateLimitCheck(Ctx& ctx, HttpRespons
   }
   if (limit->capacity <= 0) return std::nullopt;
   if (IsDc()) {
-    // Requests that look like the browser UI are not limited (reference §6).
+    // Requests that look like the browser UI are not limited (Atlassian KB on rate limiting and cookies).
     const auto cookies = ParseCookies(ctx.req.Header("cookie"));
     if (cookies.count("JSESSIONID") != 0 && cookies.count("atlassian.xsrf.token") != 0) {
       return std::nullopt;

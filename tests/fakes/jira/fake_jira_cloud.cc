@@ -277,8 +277,7 @@ HttpResponse FakeJira::Impl::CloudCreateUser(Ctx& ctx) {
   std::erase_if(existing, [&](UserIndex u) { return dir.IsDeleted(u); });
   if (!existing.empty()) {
     const UserIndex u = existing.front();
-    // An existing user is answered with 201 when it already has Jira access, 400 otherwise
-    // (reference §2).
+    // An existing user is answered with 201 when it already has Jira access, 400 otherwise.
     if (dir.ProductsOf(u).empty()) {
       return ErrorResponse(400, {"The user already exists but has no access to Jira."});
     }
@@ -386,7 +385,7 @@ HttpResponse FakeJira::Impl::CloudUsersSearch(Ctx& ctx) {
     return JsonResponse(200, out);
   }
   // The range is taken first, privacy filtering drops entries afterwards: pages come back short
-  // and only an empty page means the end (reference §5).
+  // and only an empty page means the end (Atlassian's description of these operations).
   const std::uint64_t n = dir.user_count();
   const std::uint64_t end = std::min<std::uint64_t>(n, static_cast<std::uint64_t>(start + max));
   for (std::uint64_t u = static_cast<std::uint64_t>(start); u < end; ++u) {
@@ -450,7 +449,7 @@ HttpResponse FakeJira::Impl::CloudGroupBulk(Ctx& ctx) {
   const std::int64_t start = QueryInt(ctx, "startAt", &bad).value_or(0);
   std::int64_t max = QueryInt(ctx, "maxResults", &bad).value_or(50);
   if (bad || start < 0 || max < 0) return ErrorResponse(400, {"Invalid startAt or maxResults."});
-  // FAKE ASSUMPTION (the real maximum is UNVERIFIED, reference §13): at most 50 per page.
+  // FAKE ASSUMPTION (the real maximum is UNVERIFIED): at most 50 per page.
   max = std::min<std::int64_t>(max, 50);
   std::vector<std::string> ids, names;
   for (auto [it, end] = ctx.req.query.equal_range("groupId"); it != end; ++it)
@@ -510,7 +509,7 @@ HttpResponse FakeJira::Impl::CloudGroupBulk(Ctx& ctx) {
     item["name"] = dir.group(matching[k]).name;
     j["values"].append(item);
   }
-  // `total` counts this page, not the whole set (reference §5).
+  // `total` counts this page, not the whole set.
   j["total"] = j["values"].size();
   const bool last = end >= matching.size();
   j["isLast"] = last;
@@ -590,7 +589,8 @@ HttpResponse FakeJira::Impl::CloudGroupUser(Ctx& ctx, bool add) {
   if (!g) return ErrorResponse(404, {"The group was not found."});
   auto u = CloudFindUser(account);
   if (!u || dir.IsDeleted(*u)) return ErrorResponse(404, {"The user was not found."});
-  // FAKE ASSUMPTION: status 403 for the refusal (the text is from reference §2).
+  // FAKE ASSUMPTION: status 403 for the refusal; the text says "external user management is
+  // enabled", as Atlassian's community answers quote it.
   if (opt.idp_managed) return ErrorResponse(403, {std::string(kIdpMessage)});
   const std::string group_name = dir.group(*g).name;
   if (add) {
@@ -814,7 +814,7 @@ HttpResponse FakeJira::Impl::RouteOrgAdmin(const HttpRequest& req, const Segs& s
     const bool enable = PathIs(segs, {"users", "*", "manage", "lifecycle", "enable"});
     if (disable || enable) {
       if (req.method != "POST") return MethodNotAllowed();
-      // UNVERIFIED (reference §3): user management refuses keys created with scopes.
+      // UNVERIFIED (jira.js says so): user management refuses keys created with scopes.
       if (key->spec.scoped) return OrgError(403, "API keys with scopes cannot manage users.");
       if (!has("lifecycle.enablement"))
         return OrgError(403, "The API key lacks lifecycle.enablement.");

@@ -495,7 +495,7 @@ HttpResponse FakeJira::Impl::DcUpdateUser(Ctx& ctx) {
   if (has_active && active_value != r.active) changed.push_back("active");
   if (changed.empty()) {
     if (!deactivate_via_put_) {
-      // FAKE ASSUMPTION (UNVERIFIED per version, reference §11): what older versions answer to
+      // FAKE ASSUMPTION (UNVERIFIED per version; see README.md): what older versions answer to
       // {"active": false}.
       return ErrorResponse(400, {"error.no.value.found.to.be.changed"});
     }
@@ -614,7 +614,7 @@ HttpResponse FakeJira::Impl::DcUserList(Ctx& ctx) {
   const std::int64_t max = QueryInt(ctx, "maxResults", &bad).value_or(2000);
   if (bad || max <= 0) return ErrorResponse(400, {"maxResults must be a positive integer."});
   // The cursor is opaque to clients; here it is the index of the next user. Anything that is not
-  // a cursor this fake handed out gives an empty last page, never a 404 (reference §4).
+  // a cursor this fake handed out gives an empty last page, never a 404.
   std::uint64_t cursor = 0;
   bool unknown = false;
   if (auto c = ctx.req.Query("cursor")) {
@@ -1005,8 +1005,8 @@ HttpResponse FakeJira::Impl::DcAuthSession(Ctx& ctx) {
   }
   // POST: log in.
   if (version_[0] >= 11) {
-    // Jira 11 refuses this endpoint by default (reference §8). FAKE ASSUMPTION: 403 and this
-    // text (the exact answer is UNVERIFIED, reference §13).
+    // Jira 11 refuses this endpoint by default. FAKE ASSUMPTION: 403 and this text (the exact
+    // answer is UNVERIFIED).
     RecordLogin("", "rest_session", "basic_disabled");
     return ErrorResponse(403, {"Login through /rest/auth/1/session is disabled on this instance."});
   }
@@ -1258,7 +1258,7 @@ HttpResponse FakeJira::Impl::DcPatDelete(Ctx& ctx, const std::string& id) {
 }
 
 HttpResponse FakeJira::Impl::DcPatSearch(Ctx& ctx) {
-  // UNVERIFIED (reference §8): the admin UI's undocumented token search. Shape chosen by the fake:
+  // UNVERIFIED: the admin UI's undocumented token search. Shape chosen by the fake:
   // 1-based `page`, `limit` (default 50, at most 100), `values`, `isLastPage`.
   if (auto r = Require(ctx, "ADMINISTER")) return *r;
   Json::Value body;
@@ -1310,7 +1310,7 @@ HttpResponse FakeJira::Impl::DcPatSearch(Ctx& ctx) {
 }
 
 HttpResponse FakeJira::Impl::DcApplicationLinks(Ctx& ctx) {
-  // Shape UNVERIFIED beyond the fields reference §12 names.
+  // Shape UNVERIFIED beyond the application id, type, name and URLs.
   if (auto r = Require(ctx, "ADMINISTER")) return *r;
   Json::Value j;
   j["list"] = Json::Value(Json::arrayValue);

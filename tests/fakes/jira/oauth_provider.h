@@ -2,7 +2,7 @@
 // Cloud 3LO (auth.atlassian.com/oauth/token): authorization codes with PKCE S256 and exact
 // redirect_uri checks, and rotating refresh tokens.
 //
-// Rotation follows Atlassian's published rules for Cloud (reference §7), applied to both flavors:
+// Rotation follows Atlassian's published rules for Cloud 3LO, applied to both flavors:
 // every refresh returns a new refresh token; the previous one is still honoured for `leeway` after
 // its first use; presenting it after the leeway revokes the whole family (every refresh and access
 // token descended from the same consent) and answers invalid_grant. Inactivity and absolute
