@@ -317,6 +317,7 @@ FakeJira::Impl::Impl(FakeJiraOptions options)
   // FAKE ASSUMPTION (UNVERIFIED): PUT /user {"active": false} works from 10.3
   // on and answers 400 error.no.value.found.to.be.changed below.
   deactivate_via_put_ = opt.deactivate_via_put.value_or(VersionAtLeast(10, 3));
+  two_step_login_ = opt.two_step_login.value_or(VersionAtLeast(10, 3));
   for (const auto& [product, seats] : opt.seat_limits) {
     if (dir.FindRole(product) == nullptr) Misuse("seat limit for unknown product " + product);
   }
@@ -706,7 +707,8 @@ std::optional<HttpResponse> FakeJira::Impl::RateLimitCheck(Ctx& ctx, HttpRespons
   }
   if (limit->capacity <= 0) return std::nullopt;
   if (IsDc()) {
-    // Requests that look like the browser UI are not limited (Atlassian KB on rate limiting and cookies).
+    // Requests that look like the browser UI are not limited (Atlassian KB on rate limiting and
+    // cookies).
     const auto cookies = ParseCookies(ctx.req.Header("cookie"));
     if (cookies.count("JSESSIONID") != 0 && cookies.count("atlassian.xsrf.token") != 0) {
       return std::nullopt;

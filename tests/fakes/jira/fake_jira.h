@@ -121,6 +121,9 @@ struct FakeJiraOptions {
   int captcha_threshold = 3;
   // Data Center Basic auth; default: on below 11.0, off on 11.x.
   std::optional<bool> basic_auth_enabled;
+  // Data Center two-step verification REST login (/rest/tsv/...); default: from 10.3 on (the
+  // first version with it is UNVERIFIED; 10.3 instances are known to have it).
+  std::optional<bool> two_step_login;
   // Data Center PUT /user {"active": false}; default: supported from 10.3 on (FAKE ASSUMPTION).
   std::optional<bool> deactivate_via_put;
   std::chrono::seconds session_idle_timeout{1800};

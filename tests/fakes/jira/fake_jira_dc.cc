@@ -229,7 +229,7 @@ HttpResponse FakeJira::Impl::RouteDc(Ctx& ctx) {
                    {"POST", [&] { return DcAuthSession(ctx); }},
                    {"DELETE", [&] { return DcAuthSession(ctx); }}});
   }
-  if (s.size() >= 3 && s[0] == "tsv" && (s[1] == "1.0" || s[1] == "latest")) {
+  if (two_step_login_ && s.size() >= 3 && s[0] == "tsv" && (s[1] == "1.0" || s[1] == "latest")) {
     const Segs t(s.begin() + 2, s.end());
     if (PathIs(t, {"authenticate"}))
       return method({{"POST", [&] { return DcTsvAuthenticate(ctx); }}});

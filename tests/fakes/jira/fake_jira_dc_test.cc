@@ -329,6 +329,21 @@ TEST_F(TwoStepTest, ConversationsExpireAndWrongCodesAreLimited) {
   EXPECT_EQ(SendCode(conversation, ExpectedTotp(seed_, Unix())).status, 400);
 }
 
+TEST_F(DcTest, TwoStepLoginExistsFrom10_3On) {
+  Json::Value login;
+  login["username"] = "alice";
+  login["password"] = kAlicePassword;
+  Make("9.12.0");
+  EXPECT_EQ(Call(*jira_, Req("POST", "/rest/tsv/1.0/authenticate").NoCheck().Json(login)).status,
+            404);
+  Make("10.2.0", [](FakeJiraOptions& o) { o.two_step_login = true; });
+  EXPECT_EQ(Call(*jira_, Req("POST", "/rest/tsv/1.0/authenticate").NoCheck().Json(login)).status,
+            200);
+  Make("10.3.0");
+  EXPECT_EQ(Call(*jira_, Req("POST", "/rest/tsv/latest/authenticate").NoCheck().Json(login)).status,
+            200);
+}
+
 TEST_F(DcTest, TwoStepEnforcedWithoutEnrolmentAsksForEnrollment) {
   Make();
   ASSERT_TRUE(jira_->EnforceTwoStep("alice", true).ok());

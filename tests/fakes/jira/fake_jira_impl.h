@@ -262,6 +262,7 @@ class FakeJira::Impl {
   int version_[3] = {0, 0, 0};
   bool basic_enabled_ = true;
   bool deactivate_via_put_ = true;
+  bool two_step_login_ = true;
   Directory dir;
   jira_fake::OAuthProvider oauth;
 
