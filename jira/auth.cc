@@ -209,6 +209,21 @@ Status DcSessionAuth::LoginLocked(std::stop_token stop) {
   used_totp_ = false;
   CW_ASSIGN_OR_RETURN(LoginLock lock, state_.LockLogins());
   CW_RETURN_IF_ERROR(CheckLoginStop());
+  if (settings_.mfa_totp) {
+    // Refuse before the password is sent when the code could not be right anyway. The skew is
+    // measured from an anonymous serverInfo when no answer has told it yet.
+    if (!site_.skew().skew()) {
+      RestCall info;
+      info.path = {"rest", "api", "2", "serverInfo"};
+      CW_RETURN_IF_ERROR(site_.Execute(info, nullptr, stop, "GET serverInfo").status());
+    }
+    const auto skew = site_.skew().skew();
+    if (skew && std::chrono::abs(*skew) >= kMaxTotpSkew) {
+      return MfaFailed("the agent's clock differs from Jira's by " + std::to_string(skew->count()) +
+                       " s, more than one TOTP time step: fix the time (NTP) on the agent host or "
+                       "on Jira; no login was attempted");
+    }
+  }
   CW_ASSIGN_OR_RETURN(SecretBytes password,
                       credentials_.Get(secret::kPassword, "jira login of " + settings_.username));
   ++logins_;

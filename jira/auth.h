@@ -34,6 +34,8 @@
 namespace cakewalk::jira {
 
 inline constexpr std::chrono::seconds kTotpMinRemaining{3};
+// Jira's TOTP step (30 s): a larger clock skew is refused before the password is even sent.
+inline constexpr std::chrono::seconds kMaxTotpSkew{30};
 inline constexpr std::chrono::minutes kSecretCacheLifetime{5};
 
 class SecretHeaderAuth final : public Authenticator {
