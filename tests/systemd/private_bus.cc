@@ -115,7 +115,9 @@ PrivateBus::PrivateBus(PrivateBusOptions options) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   std::string config_arg = "--config-file=" + (dir_ / "bus.conf").string();
-  std::vector<std::string> args = {"dbus-daemon", config_arg, "--nofork", "--print-address=1"};
+  // setpriv --pdeathsig: the daemon dies with the test process, even when a test crashes.
+  std::vector<std::string> args = {
+      "setpriv", "--pdeathsig", "KILL", "dbus-daemon", config_arg, "--nofork", "--print-address=1"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -123,7 +125,7 @@ PrivateBus::PrivateBus(PrivateBusOptions options) {
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  const int r = posix_spawnp(&pid_, "dbus-daemon", &actions, &attr, argv.data(), envp.data());
+  const int r = posix_spawnp(&pid_, "setpriv", &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(out[1]);
