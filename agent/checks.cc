@@ -166,7 +166,13 @@ std::vector<CheckResult> ControlPlaneChecks(const Config& config, TokenContext* 
           }
           if (in_use.pending)
             detail += "; an unfinished renewal left key " + in_use.pending->key_label;
-          out.push_back(Ok(kEnrollment, detail));
+          if (in_use.control_plane_url != config.control_plane.url) {
+            out.push_back(Warn(kEnrollment, detail + "; enrolled with " + in_use.control_plane_url +
+                                                " but control_plane.url is now " +
+                                                config.control_plane.url));
+          } else {
+            out.push_back(Ok(kEnrollment, detail));
+          }
           out.push_back(CertificateCheck(in_use.current, now));
         }
       }

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "agent/version.h"
 #include "hsm/provider.h"
 
 namespace cakewalk::agent {
@@ -16,7 +17,7 @@ Result<http::TransportOptions> ControlPlaneTransportOptions(const Config& config
   o.pinned_spki_sha256 = cp.pinned_spki_sha256;
   o.connect_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(cp.connect_timeout);
   o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(cp.request_timeout);
-  o.user_agent = "cakewalk-agent";
+  o.user_agent = std::string("cakewalk-agent/") + kAgentVersion;
   if (cp.proxy) {
     o.proxy_url = *cp.proxy;
     o.no_proxy = cp.no_proxy;

@@ -102,7 +102,7 @@ TEST_F(ChecksTest, UnreachableControlPlane) {
     j["control_plane"]["url"] = "https://localhost:" + std::to_string(port) + "/agent/v1";
   });
   auto c = Run(config);
-  Expect(c, 0, CheckResult::kOk, "enrolled as");
+  Expect(c, 1, CheckResult::kOk, "valid until");
   Expect(c, 2, CheckResult::kFail, "cannot connect to the control plane (DNS or TCP)");
   Expect(c, 2, CheckResult::kFail, "localhost:" + std::to_string(port));
   Expect(c, 3, CheckResult::kWarn, "not checked: the control plane is not reachable");
@@ -208,6 +208,17 @@ TEST_F(ChecksTest, WithoutTheToken) {
   Expect(c, 1, CheckResult::kOk, "valid until");
   Expect(c, 2, CheckResult::kOk, "connected");
   Expect(c, 4, CheckResult::kWarn, "not checked: the identity key cannot be used");
+}
+
+TEST_F(ChecksTest, AnotherControlPlaneUrlIsAWarning) {
+  ASSERT_NO_FATAL_FAILURE(Enroll());
+  Config config = MakeConfig([&](Json::Value& j) {
+    j["control_plane"]["url"] = "https://127.0.0.1:" + std::to_string(cp_->port()) + "/agent/v1";
+  });
+  auto c = Run(config);
+  Expect(c, 0, CheckResult::kWarn, "enrolled with " + cp_->base_url());
+  Expect(c, 0, CheckResult::kWarn, "but control_plane.url is now https://127.0.0.1:");
+  Expect(c, 4, CheckResult::kOk, "the control plane accepts");
 }
 
 TEST_F(ChecksTest, AMissingKeyIsAnEnrollmentFailure) {
