@@ -628,6 +628,7 @@ Result<Response> CurlTransportImpl::Send(const Request& request) {
     set(CURLOPT_CUSTOMREQUEST, method == "GET" ? nullptr : method.c_str());
   }
   set(CURLOPT_HTTPHEADER, headers.get());
+  set(CURLOPT_FRESH_CONNECT, request.fresh_connection ? 1L : 0L);
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
   set(CURLOPT_HEADERDATA, static_cast<void*>(&t));

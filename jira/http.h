@@ -43,6 +43,11 @@ struct Request {
   bool sensitive_response = false;
   // Overrides the transport's total timeout for this request (long polls).
   std::optional<std::chrono::milliseconds> timeout;
+  // Send on a new connection, never on a kept-alive one. libcurl silently sends a request again
+  // when a reused connection dies before the first byte of the answer, even if the server acted
+  // on it (a write answered by a reset). Callers set this for writes that must not be repeated
+  // behind their back.
+  bool fresh_connection = false;
 };
 
 struct Response {
