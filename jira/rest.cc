@@ -150,6 +150,8 @@ Result<RestReply> RestClient::Execute(const RestCall& call, Authenticator* auth,
       req.body = body;
     }
     req.sensitive_response = call.sensitive_response;
+    // A write is sent once: never on a kept-alive connection that libcurl would silently retry.
+    req.fresh_connection = !idempotent;
     std::uint64_t generation = 0;
     if (auth != nullptr) {
       CW_ASSIGN_OR_RETURN(generation, auth->Apply(req, stop));
