@@ -73,14 +73,8 @@ std::string Age(SysTime created, SysTime now) {
   return std::to_string(secs / 86400) + "d";
 }
 
-// Audit events of CLI commands go to standard error (journald once the systemd sink is wired).
-LogSink& AuditSink() {
-  static StderrLogSink sink(Severity::kInfo);
-  return sink;
-}
-
 Result<std::unique_ptr<TokenContext>> OpenToken(const Config& config) {
-  return TokenContext::Open(config, AuditSink());
+  return TokenContext::Open(config, CommandLogSink());
 }
 
 void PrintCode(const hsm::TotpCode& code, std::ostream& out) {

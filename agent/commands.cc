@@ -1,6 +1,18 @@
 #include "agent/commands.h"
 
+#include <unistd.h>
+
+#include "agent/enroll.h"
+#include "systemd/journal_sink.h"
+
 namespace cakewalk::agent {
+
+LogSink& CommandLogSink() {
+  static const std::unique_ptr<LogSink> sink =
+      sd::MakeLogSink(access("/run/systemd/journal/socket", W_OK) == 0 ? sd::LogTarget::kJournal
+                                                                       : sd::LogTarget::kStderr);
+  return *sink;
+}
 
 Status RunCommand(const CommandArgs& args, const Config* config, CliIo io) {
   const auto& p = args.positional;
@@ -10,6 +22,20 @@ Status RunCommand(const CommandArgs& args, const Config* config, CliIo io) {
   if (c == "mfa enroll") return CommandMfaEnroll(*config, p[0], io);
   if (c == "mfa code") return CommandMfaCode(*config, p[0], io);
   if (c == "mfa activate") return CommandMfaActivate(*config, p[0], io);
+  if (c == "status") return CommandStatus(args.Flag("--json"), io);
+  if (c == "enroll") {
+    const auto file = args.values.find("--token-file");
+    if (file == args.values.end()) {
+      return InvalidArgument(
+                 "enroll needs --token-file FILE, or --token-file - to read the one-time token "
+                 "from standard input (never give the token itself on the command line)")
+          .WithReason("usage");
+    }
+    EnrollOptions options;
+    options.token_file = file->second;
+    options.force = args.Flag("--force");
+    return RunEnroll(*config, options, io.out, CommandLogSink());
+  }
   return Unavailable("'" + c + "' is not available in this build yet").WithReason("usage");
 }
 

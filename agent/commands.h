@@ -11,6 +11,7 @@
 
 #include "agent/cli.h"
 #include "agent/config.h"
+#include "base/log.h"
 #include "base/status.h"
 
 namespace cakewalk::agent {
@@ -28,11 +29,16 @@ struct CommandArgs {
 // `config` is null for commands that need none (status).
 Status RunCommand(const CommandArgs& args, const Config* config, CliIo io);
 
+// Where commands write audit and log events: the journal when the machine has one (so that every
+// use of a secret from the command line is audited there too), else standard error.
+LogSink& CommandLogSink();
+
 Status CommandSecretSet(const Config& config, const std::string& connection,
                         const std::string& name, CliIo io);
 Status CommandSecretList(const Config& config, bool json, CliIo io);
 Status CommandMfaEnroll(const Config& config, const std::string& connection, CliIo io);
 Status CommandMfaCode(const Config& config, const std::string& connection, CliIo io);
 Status CommandMfaActivate(const Config& config, const std::string& connection, CliIo io);
+Status CommandStatus(bool json, CliIo io);
 
 }  // namespace cakewalk::agent
