@@ -23,6 +23,7 @@ Status RunCommand(const CommandArgs& args, const Config* config, CliIo io) {
   if (c == "mfa code") return CommandMfaCode(*config, p[0], io);
   if (c == "mfa activate") return CommandMfaActivate(*config, p[0], io);
   if (c == "status") return CommandStatus(args.Flag("--json"), io);
+  if (c == "doctor") return CommandDoctor(*config, io);
   if (c == "enroll") {
     const auto file = args.values.find("--token-file");
     if (file == args.values.end()) {

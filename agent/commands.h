@@ -40,5 +40,6 @@ Status CommandMfaEnroll(const Config& config, const std::string& connection, Cli
 Status CommandMfaCode(const Config& config, const std::string& connection, CliIo io);
 Status CommandMfaActivate(const Config& config, const std::string& connection, CliIo io);
 Status CommandStatus(bool json, CliIo io);
+Status CommandDoctor(const Config& config, CliIo io);
 
 }  // namespace cakewalk::agent

@@ -244,6 +244,31 @@ TEST_F(CliTest, WrongPinExits77AfterOneAttemptAndDoesNotLockTheToken) {
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
+TEST_F(CliTest, DoctorNamesEveryMissingSecretAndHowToStoreIt) {
+  ProgramResult before = Agent({"doctor"});
+  EXPECT_EQ(before.exit_code, 1) << before.err;
+  EXPECT_THAT(before.out, HasSubstr("[ok  ] token: 'cakewalk-cli'"));
+  EXPECT_THAT(before.out, HasSubstr("[FAIL] secret jira-prod/password: missing"));
+  EXPECT_THAT(before.out, HasSubstr("run: cakewalk-agent mfa enroll jira-prod"));
+  EXPECT_THAT(before.out, HasSubstr("[FAIL] secret jira-cloud/api-token: missing"));
+  EXPECT_THAT(before.out, HasSubstr("[FAIL] enrollment: not enrolled"));
+  EXPECT_THAT(before.err, HasSubstr("check(s) failed"));
+
+  const std::string canary = MakeCanary("password");
+  ASSERT_EQ(Agent({"secret", "set", "jira-prod", "password"}, canary + "\n").exit_code, 0);
+  ASSERT_EQ(Agent({"mfa", "enroll", "jira-prod"}, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n").exit_code,
+            0);
+  ProgramResult after = Agent({"doctor"});
+  EXPECT_THAT(after.out, HasSubstr("[ok  ] secret jira-prod/password: version 1"));
+  EXPECT_THAT(after.out, HasSubstr("[ok  ] secret jira-prod/totp: version 1"));
+  EXPECT_THAT(FindCanaryIn(canary, after.out + after.err, "doctor output"), ::testing::IsEmpty());
+
+  WriteFile(hsm_->token().pin_file, "wrong-pin\n", 0600);
+  ProgramResult locked_out = Agent({"doctor"});
+  EXPECT_EQ(locked_out.exit_code, 77) << locked_out.err;
+  EXPECT_THAT(locked_out.out, HasSubstr("[FAIL] token:"));
+}
+
 TEST_F(CliTest, MfaCodeWithoutAKeySaysHowToEnroll) {
   ProgramResult r = Agent({"mfa", "code", "jira-prod"});
   EXPECT_EQ(r.exit_code, 1);
