@@ -161,6 +161,7 @@ void HeartbeatLoop::Run() {
   Backoff backoff = deps_.random ? Backoff(deps_.random) : Backoff();
   while (true) {
     std::chrono::milliseconds delay = deps_.interval;
+    if (deps_.before_each) deps_.before_each();
     auto cp = deps_.control_plane();
     Result<HeartbeatResponse> answer = cp.ok()
                                            ? cp->client->Heartbeat(Body(cp->certificate_not_after))

@@ -83,6 +83,8 @@ class HeartbeatLoop {
     // Running jobs and pending results.
     std::function<LoopSnapshot()> snapshot;
     const ConnectionHealth* health = nullptr;
+    // Called on the heartbeat thread before each heartbeat (renewal when due, confirmations).
+    std::function<void()> before_each;
     // Called (on the heartbeat thread) when the answer asks for a certificate renewal.
     std::function<void()> renew_certificate;
     // Every call's outcome (for the loop's state: identity rejections).
