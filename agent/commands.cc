@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "agent/daemon.h"
 #include "agent/enroll.h"
 #include "systemd/journal_sink.h"
 
@@ -22,6 +23,7 @@ Status RunCommand(const CommandArgs& args, const Config* config, CliIo io) {
   if (c == "mfa enroll") return CommandMfaEnroll(*config, p[0], io);
   if (c == "mfa code") return CommandMfaCode(*config, p[0], io);
   if (c == "mfa activate") return CommandMfaActivate(*config, p[0], io);
+  if (c == "run") return RunDaemon(*config, io);
   if (c == "status") return CommandStatus(args.Flag("--json"), io);
   if (c == "doctor") return CommandDoctor(*config, io);
   if (c == "enroll") {
