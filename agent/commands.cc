@@ -26,6 +26,7 @@ Status RunCommand(const CommandArgs& args, const Config* config, CliIo io) {
   if (c == "run") return RunDaemon(*config, io);
   if (c == "status") return CommandStatus(args.Flag("--json"), io);
   if (c == "doctor") return CommandDoctor(*config, io);
+  if (c == "oauth authorize") return CommandOauthAuthorize(*config, p[0], io);
   if (c == "enroll") {
     const auto file = args.values.find("--token-file");
     if (file == args.values.end()) {

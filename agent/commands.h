@@ -41,5 +41,6 @@ Status CommandMfaCode(const Config& config, const std::string& connection, CliIo
 Status CommandMfaActivate(const Config& config, const std::string& connection, CliIo io);
 Status CommandStatus(bool json, CliIo io);
 Status CommandDoctor(const Config& config, CliIo io);
+Status CommandOauthAuthorize(const Config& config, const std::string& connection, CliIo io);
 
 }  // namespace cakewalk::agent

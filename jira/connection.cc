@@ -176,15 +176,7 @@ Result<JiraClient*> Connection::AccessSync(std::stop_token stop) {
       access_sync_ = MakeCloudClient(*site_, *sync_token_, {}, s.name);
       break;
     case AccessSyncAuth::kOAuth2: {
-      if (!token_endpoint_) {
-        token_endpoint_ = std::make_unique<RestClient>(transport_, s.oauth.token_url, runtime_,
-                                                       std::make_shared<SkewTracker>());
-      }
-      if (!oauth_tokens_) {
-        oauth_tokens_ =
-            std::make_unique<OAuthTokens>(settings_, credentials_, *token_endpoint_, oauth_hooks_);
-        oauth_auth_ = std::make_unique<OAuthAuthenticator>(*oauth_tokens_, s.name);
-      }
+      EnsureOAuthLocked();
       if (!cloud) {
         access_sync_ = MakeDataCenterClient(*site_, *oauth_auth_);
         break;
@@ -202,6 +194,24 @@ Result<JiraClient*> Connection::AccessSync(std::stop_token stop) {
     }
   }
   return access_sync_.get();
+}
+
+void Connection::EnsureOAuthLocked() {
+  if (!token_endpoint_) {
+    token_endpoint_ = std::make_unique<RestClient>(transport_, settings_.oauth.token_url, runtime_,
+                                                   std::make_shared<SkewTracker>());
+  }
+  if (!oauth_tokens_) {
+    oauth_tokens_ =
+        std::make_unique<OAuthTokens>(settings_, credentials_, *token_endpoint_, oauth_hooks_);
+    oauth_auth_ = std::make_unique<OAuthAuthenticator>(*oauth_tokens_, settings_.name);
+  }
+}
+
+void Connection::SeedOAuthAccessToken(SecretBytes access_token, std::chrono::seconds lifetime) {
+  std::lock_guard lock(mu_);
+  EnsureOAuthLocked();
+  oauth_tokens_->Seed(std::move(access_token), lifetime);
 }
 
 Result<ServerInfo> Connection::Server(std::stop_token stop) {

@@ -71,6 +71,9 @@ class Connection {
   // "totp" when the provisioning login used a one-time code, else "none".
   std::string mfa_used();
 
+  // Uses an access token obtained by the authorization code exchange (saves one refresh).
+  void SeedOAuthAccessToken(SecretBytes access_token, std::chrono::seconds lifetime);
+
   // Lifts the login stop (an operator's explicit reset).
   Status ClearLoginStop();
 
@@ -83,6 +86,7 @@ class Connection {
  private:
   Connection(ConnectionSettings settings, Credentials& credentials);
   Result<std::string> ResolveCloudId(std::stop_token stop);
+  void EnsureOAuthLocked();
 
   const ConnectionSettings settings_;
   Credentials& credentials_;

@@ -46,6 +46,7 @@ std::vector<std::string> RequiredSecretNames(const ConnectionSettings& s) {
   if (s.provisioning == ProvisioningAuth::kPassword) add(secret::kPassword);
   if (s.mfa_totp) add(secret::kTotp);
   if (s.provisioning == ProvisioningAuth::kApiToken) add(secret::kApiToken);
+  if (s.flavor == Flavor::kCloud && s.org_id) add(secret::kOrgApiKey);
   switch (s.access_sync) {
     case AccessSyncAuth::kOAuth2:
       add(secret::kOAuthClientSecret);
