@@ -1,0 +1,86 @@
+#include "tests/agent/agent_process.h"
+
+#include <sys/wait.h>
+
+#include <sstream>
+
+#include "agent/config.h"
+#include "agent/enroll.h"
+#include "agent/token_context.h"
+#include "base/log.h"
+
+namespace cakewalk::testing {
+
+Result<std::unique_ptr<AgentHome>> AgentHome::Create(RunningControlPlane& cp,
+                                                     AgentHomeOptions options) {
+  std::unique_ptr<AgentHome> home(new AgentHome());
+  CW_ASSIGN_OR_RETURN(home->hsm_, SoftHsm::Create("cakewalk-agent"));
+  WriteFile(home->dir() / "cp-ca.pem", cp.server_ca_pem(), 0644);
+  const std::string config =
+      R"({
+    "state_dir": ")" +
+      home->state_dir().string() + R"(",
+    "log_level": "info",
+    "control_plane": {"url": ")" +
+      cp.base_url() + R"(", "ca_file": ")" + (home->dir() / "cp-ca.pem").string() + R"("},
+    "token": {"module": ")" +
+      std::string(SoftHsm::kModulePath) + R"(", "uri": ")" + home->hsm_->token().uri +
+      R"(", "pin_file": ")" + home->hsm_->token().pin_file.string() + R"("},
+    "jobs": {"max_concurrent": )" +
+      std::to_string(options.max_concurrent) + R"(, "poll_wait_seconds": )" +
+      std::to_string(options.poll_wait_seconds) + R"(, "shutdown_grace_seconds": )" +
+      std::to_string(options.shutdown_grace_seconds) + R"(},
+    "connections": [
+      {"name": "jira-prod", "type": "jira-datacenter", "base_url": "https://jira.example.test",
+       )" +
+      options.connection_extra + R"(}
+    ]})";
+  WriteFile(home->config_path(), config, 0600);
+
+  CW_ASSIGN_OR_RETURN(agent::Config loaded,
+                      agent::LoadConfig(home->config_path(), agent::ConfigEnvironment{}));
+  NullLogSink log;
+  CW_ASSIGN_OR_RETURN(auto token, agent::TokenContext::Open(loaded, log));
+  const SecretBytes enrollment = SecretBytes::CopyOf(cp.fake().NewEnrollmentToken());
+  agent::EnrollOptions enroll;
+  enroll.token_file = "-";
+  enroll.hostname = "crash-test-host";
+  std::ostringstream out;
+  CW_ASSIGN_OR_RETURN(agent::EnrollOutcome outcome,
+                      agent::Enroll(loaded, *token, enrollment, enroll, out, log));
+  home->agent_id_ = outcome.agent_id;
+  return home;
+}
+
+Status AgentHome::PutSecret(const std::string& connection, const std::string& name,
+                            const std::string& value) {
+  CW_ASSIGN_OR_RETURN(agent::Config loaded,
+                      agent::LoadConfig(config_path(), agent::ConfigEnvironment{}));
+  NullLogSink log;
+  CW_ASSIGN_OR_RETURN(auto token, agent::TokenContext::Open(loaded, log));
+  return token->secrets().Put(connection, name, SecretBytes::CopyOf(value)).status();
+}
+
+Child AgentHome::Start() const {
+  return Child::Spawn({CAKEWALK_AGENT_BINARY, "--config", config_path().string(), "run"}, {},
+                      log_path().string());
+}
+
+std::string AgentHome::Log() const {
+  std::error_code ec;
+  if (!std::filesystem::exists(log_path(), ec)) return {};
+  return ReadFile(log_path());
+}
+
+Result<std::unique_ptr<agent::JobJournal>> AgentHome::OpenJournal() const {
+  return agent::JobJournal::Open(state_dir());
+}
+
+int WaitExit(Child& child, std::chrono::milliseconds timeout) {
+  std::optional<int> status = child.Wait(timeout);
+  if (!status.has_value()) return -2;
+  if (WIFEXITED(*status)) return WEXITSTATUS(*status);
+  return -1;
+}
+
+}  // namespace cakewalk::testing

@@ -1,0 +1,66 @@
+// The real cakewalk-agent binary as a child process: a private SoftHSM token, a configuration
+// file pointing at an in-process fake control plane, an enrollment done in the test process
+// (which then closes its token session), and `cakewalk-agent run` started with posix_spawn.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/journal.h"
+#include "base/status.h"
+#include "tests/fakes/control_plane/running_control_plane.h"
+#include "tests/support/softhsm.h"
+#include "tests/support/temp_dir.h"
+#include "tests/systemd/process.h"
+
+namespace cakewalk::testing {
+
+struct AgentHomeOptions {
+  int max_concurrent = 4;
+  int poll_wait_seconds = 1;
+  int shutdown_grace_seconds = 5;
+  // Extra members of the first connection (e.g. a provisioning section).
+  std::string connection_extra =
+      R"("provisioning": {"auth": "password", "username": "svc-cakewalk"})";
+};
+
+class AgentHome {
+ public:
+  // A token, a configuration file and an enrollment at `cp`. Only one per test process (SoftHSM
+  // uses the process-wide SOFTHSM2_CONF).
+  static Result<std::unique_ptr<AgentHome>> Create(RunningControlPlane& cp,
+                                                   AgentHomeOptions options = {});
+
+  const std::filesystem::path& dir() const { return dir_.path(); }
+  std::filesystem::path config_path() const { return dir_ / "agent.json"; }
+  std::filesystem::path state_dir() const { return dir_ / "state"; }
+  std::filesystem::path log_path() const { return dir_ / "agent.log"; }
+  const std::string& agent_id() const { return agent_id_; }
+  const SoftHsm& hsm() const { return *hsm_; }
+
+  // Stores a secret in the token (only while no agent process runs).
+  Status PutSecret(const std::string& connection, const std::string& name,
+                   const std::string& value);
+
+  // `cakewalk-agent --config ... run`, standard error appended to log_path().
+  Child Start() const;
+  // Everything the agent processes logged so far.
+  std::string Log() const;
+
+  // The journal, opened read/write (only while no agent process runs).
+  Result<std::unique_ptr<agent::JobJournal>> OpenJournal() const;
+
+ private:
+  AgentHome() = default;
+  TempDir dir_{"cakewalk-agent-home"};
+  std::unique_ptr<SoftHsm> hsm_;
+  std::string agent_id_;
+};
+
+// Waits until `child` exits; the exit status (or -1 on a signal, -2 on timeout).
+int WaitExit(Child& child, std::chrono::milliseconds timeout);
+
+}  // namespace cakewalk::testing
