@@ -50,10 +50,12 @@ Result<std::unique_ptr<ConnectionState>> ConnectionState::Open(
   std::unique_ptr<ConnectionState> state(new ConnectionState());
   const std::filesystem::path dir = state_dir / "jira";
   state->file_ = dir / (connection + ".json");
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Internal("cannot create " + dir.string() + ": " + ec.message());
-  ::chmod(dir.c_str(), 0700);
+  // Folders this creates are private (0700); existing ones are left as they are.
+  for (const std::filesystem::path& d : {state_dir, dir}) {
+    if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Internal("cannot create " + d.string() + ": " + std::strerror(errno));
+    }
+  }
   CW_ASSIGN_OR_RETURN(std::optional<std::string> text, ReadState(state->file_));
   if (text) CW_RETURN_IF_ERROR(state->LoadFrom(*text));
   return state;

@@ -3,6 +3,7 @@
 // skew, session expiry, the login stop after a CAPTCHA or a refused password (persisted across
 // restarts), enrolment demands, and the per-version login paths (9.x session login, Jira 11).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "jira/errors.h"
 #include "jira/jobs.h"
@@ -221,6 +222,26 @@ TEST_F(DcAuthTest, CaptchaStopsEveryFurtherLoginUntilAnOperatorActs) {
   auto resumed = Verify(*restarted);
   ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
   EXPECT_FALSE(restarted->state().login_stop().has_value());
+}
+
+TEST_F(DcAuthTest, PersistedStateIsPrivate) {
+  Start("10.3.4", true);
+  auto first = Open(DcSettings(true));
+  ASSERT_TRUE(Verify(*first).ok());
+  PutSecret("password", "a-wrong-password");
+  auto c = Open(DcSettings(true));
+  EXPECT_EQ(Verify(*c).status().reason(), "auth_failed");
+  struct stat st {};
+  ASSERT_EQ(::stat(state_dir_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((state_dir_ / "jira").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  const auto file = state_dir_ / "jira" / (std::string(kConn) + ".json");
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string text = ReadFile(file);
+  EXPECT_NE(text.find("\"auth_failed\""), std::string::npos) << text;
+  EXPECT_NE(text.find("last_totp_step"), std::string::npos) << text;
 }
 
 TEST_F(DcAuthTest, RefusedPasswordIsTriedOnlyOnce) {
