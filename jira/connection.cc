@@ -152,7 +152,9 @@ Result<std::string> Connection::ResolveCloudId(std::stop_token stop) {
 Result<JiraClient*> Connection::AccessSync(std::stop_token stop) {
   const ConnectionSettings& s = settings_;
   if (s.access_sync == AccessSyncAuth::kPassword) return Provisioning(stop);
-  std::lock_guard lock(mu_);
+  // Its own lock: resolving the cloudId makes network calls, which must not hold up
+  // Provisioning().
+  std::lock_guard sync_lock(sync_mu_);
   if (access_sync_) return access_sync_.get();
   const bool cloud = s.flavor == Flavor::kCloud;
   switch (s.access_sync) {
@@ -176,7 +178,10 @@ Result<JiraClient*> Connection::AccessSync(std::stop_token stop) {
       access_sync_ = MakeCloudClient(*site_, *sync_token_, {}, s.name);
       break;
     case AccessSyncAuth::kOAuth2: {
-      EnsureOAuthLocked();
+      {
+        std::lock_guard lock(mu_);
+        EnsureOAuthLocked();
+      }
       if (!cloud) {
         access_sync_ = MakeDataCenterClient(*site_, *oauth_auth_);
         break;

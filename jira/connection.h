@@ -96,7 +96,8 @@ class Connection {
   std::shared_ptr<SkewTracker> skew_;
   std::unique_ptr<ConnectionState> state_;
 
-  std::mutex mu_;
+  std::mutex mu_;       // the provisioning side, OAuth tokens, caches
+  std::mutex sync_mu_;  // the access sync client (gateway_, api_gateway_, sync_token_)
   std::unique_ptr<RestClient> site_;
   std::unique_ptr<RestClient> admin_;
   std::unique_ptr<RestClient> gateway_;      // api.atlassian.com (accessible-resources)

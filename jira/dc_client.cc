@@ -291,6 +291,12 @@ class DataCenterClient final : public JiraClient {
 
 }  // namespace
 
+DcUserListing ChooseDcUserListing(const ServerInfo& info) {
+  if (info.AtLeast(10, 3)) return DcUserListing::kUserList;
+  if (info.AtLeast(10, 0)) return DcUserListing::kGroupMembers;
+  return DcUserListing::kSearchAll;
+}
+
 std::unique_ptr<JiraClient> MakeDataCenterClient(RestClient& site, Authenticator& auth) {
   return std::make_unique<DataCenterClient>(site, auth);
 }

@@ -19,6 +19,14 @@
 
 namespace cakewalk::jira {
 
+// How a Data Center of `info`'s version lists every user (access sync's enumeration):
+//   kUserList      10.3 LTS and 11.x: GET /rest/api/2/user/list, cursor pages (nextCursor);
+//   kGroupMembers  10.0-10.2: user/search stops at 100 results, so users come from the members of
+//                  every group (group/member PageBeans, <= 50 per page);
+//   kSearchAll     9.x and older: GET /rest/api/2/user/search?username=. in pages of 1000.
+enum class DcUserListing { kUserList, kGroupMembers, kSearchAll };
+DcUserListing ChooseDcUserListing(const ServerInfo& info);
+
 // `site` is the Data Center base URL; `auth` the credentials to act with. Both must outlive the
 // client.
 std::unique_ptr<JiraClient> MakeDataCenterClient(RestClient& site, Authenticator& auth);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "base/time.h"
+#include "jira/dc_client.h"
 #include "jira/pagination.h"
 #include "jira/settings.h"
 
@@ -76,6 +77,20 @@ TEST(PaginationTest, CursorValuesComeOutOfLinksNext) {
   EXPECT_FALSE(QueryParameter("/x?a=1", "cursor").has_value());
   EXPECT_FALSE(QueryParameter("/x?cursor=%4", "cursor").has_value());
   EXPECT_FALSE(QueryParameter("/x?cursor=%zz", "cursor").has_value());
+}
+
+TEST(VersionTest, DataCenterUserListingByVersion) {
+  auto listing = [](int a, int b, int c) {
+    ServerInfo info;
+    info.numbers = {a, b, c};
+    return ChooseDcUserListing(info);
+  };
+  EXPECT_EQ(listing(9, 12, 0), DcUserListing::kSearchAll);
+  EXPECT_EQ(listing(8, 20, 10), DcUserListing::kSearchAll);
+  EXPECT_EQ(listing(10, 0, 2), DcUserListing::kGroupMembers);
+  EXPECT_EQ(listing(10, 2, 9), DcUserListing::kGroupMembers);
+  EXPECT_EQ(listing(10, 3, 0), DcUserListing::kUserList);
+  EXPECT_EQ(listing(11, 0, 1), DcUserListing::kUserList);
 }
 
 TEST(SettingsTest, RefusesWhatCannotWork) {
