@@ -19,6 +19,9 @@ using internal::SameName;
 // user/search reaches only the first 1000 matches.
 constexpr int kSearchPage = 100;
 constexpr std::int64_t kSearchLimit = 1000;
+// The organization's user list: 100 per page (its maximum), at most 50,000 users scanned.
+constexpr int kOrgPage = 100;
+constexpr int kOrgMaxPages = 500;
 
 std::vector<std::string> Api(std::initializer_list<std::string> tail) {
   std::vector<std::string> p = {"rest", "api", "3"};
@@ -317,6 +320,7 @@ class CloudClient final : public JiraClient {
           }
           return Result<bool>(true);
         }));
+    if (ids.empty()) CW_RETURN_IF_ERROR(FindInOrganization(email, ids, stop));
     if (ids.empty()) return std::optional<User>();
     if (ids.size() > 1) {
       return JiraError(Code::kFailedPrecondition,
@@ -325,6 +329,43 @@ class CloudClient final : public JiraClient {
                        reason::kAmbiguousUser);
     }
     return GetUser(ids.front(), stop);
+  }
+
+  // user/search lists active users only: an inactive (deactivated) account is found by e-mail
+  // through the organization's user list, when the organization API is configured. Its cursor
+  // comes from links.next; that URL itself is never followed.
+  Status FindInOrganization(const std::string& email, std::vector<std::string>& ids,
+                            std::stop_token stop) {
+    if (org_.api == nullptr || org_.auth == nullptr || !org_.org_id || org_.org_id->empty()) {
+      return Status::Ok();
+    }
+    RestCall call;
+    call.path = {"admin", "v1", "orgs", *org_.org_id, "users"};
+    call.query = {{"limit", std::to_string(kOrgPage)}};
+    Status scanned = ForEachCursorItem(
+        *org_.api, call, org_.auth, "data", "cursor",
+        [](const Json::Value& page) -> std::optional<std::string> {
+          if (!page["links"].isObject() || !page["links"]["next"].isString()) return std::nullopt;
+          return QueryParameter(page["links"]["next"].asString(), "cursor");
+        },
+        kOrgMaxPages, stop, "GET organization users",
+        [&](const Json::Value& item) {
+          auto mail = OptString(item, "email");
+          auto id = OptString(item, "account_id");
+          if (mail && id && SameName(*mail, email) &&
+              std::find(ids.begin(), ids.end(), *id) == ids.end()) {
+            ids.push_back(*id);
+          }
+          return Result<bool>(true);
+        });
+    // A missing or refused organization key must not stop provisioning: the look-up then only
+    // knows the active users. Transient failures and stops are reported (a retry may find it).
+    const std::string& why = scanned.reason();
+    if (scanned.ok() || why == reason::kStopped || why == reason::kRateLimited ||
+        why == reason::kJiraUnavailable || why == reason::kTokenUnavailable) {
+      return scanned;
+    }
+    return Status::Ok();
   }
 
   RestClient& api_;

@@ -238,31 +238,33 @@ Result<Json::Value> RunProvision(Connection& connection, const Json::Value& para
   bool created = false;
   if (existing) {
     user = std::move(*existing);
-    if (!user.active) {
-      if (!reactivate) {
-        // Reported and left as it is.
-        for (const auto& g : group_refs) {
-          if (user.InGroup(g.name)) groups_already.push_back(g.name);
-        }
-        for (const auto& p : products) {
-          if (user.HasProduct(p)) products_already.push_back(p);
-        }
-        out["user"] = UserJson(user, true);
-        out["created"] = false;
-        out["groups_added"] = Array(groups_added);
-        out["groups_already"] = Array(groups_already);
-        out["products_granted"] = Array(products_granted);
-        out["products_already"] = Array(products_already);
-        return out;
-      }
-      CW_RETURN_IF_ERROR(client->SetActive(user, true, stop).status());
-      CW_ASSIGN_OR_RETURN(user, client->Reload(user, stop));
-    }
   } else {
     NewUser create = wanted;
     create.products = products;
     CW_ASSIGN_OR_RETURN(user, client->CreateUser(create, stop));
-    created = true;
+    // A new account is active. Cloud answers the creation of an existing account (one its
+    // search could not show) with that account: an inactive one existed already.
+    created = user.active;
+  }
+  if (!user.active) {
+    if (!reactivate) {
+      // Reported and left as it is.
+      for (const auto& g : group_refs) {
+        if (user.InGroup(g.name)) groups_already.push_back(g.name);
+      }
+      for (const auto& p : products) {
+        if (user.HasProduct(p)) products_already.push_back(p);
+      }
+      out["user"] = UserJson(user, true);
+      out["created"] = false;
+      out["groups_added"] = Array(groups_added);
+      out["groups_already"] = Array(groups_already);
+      out["products_granted"] = Array(products_granted);
+      out["products_already"] = Array(products_already);
+      return out;
+    }
+    CW_RETURN_IF_ERROR(client->SetActive(user, true, stop).status());
+    CW_ASSIGN_OR_RETURN(user, client->Reload(user, stop));
   }
 
   for (const auto& p : products) {

@@ -209,6 +209,45 @@ TEST_F(CloudJobsTest, DeactivateThroughTheOrganizationApi) {
   EXPECT_EQ(MutationLines(), once);
 }
 
+TEST_F(CloudJobsTest, DeactivatedUsersAreFoundByEmailThroughTheOrganization) {
+  // More users than one page of the organization's list: the cursor is followed.
+  for (int i = 0; i < 130; ++i) AddCloudUser("filler" + std::to_string(i) + "@corp.example");
+  const std::string id = AddCloudUser("wes@corp.example", {"jira-software-users"});
+  auto out = Deprovision("email", "wes@corp.example", "deactivate");
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_FALSE((*out)["already"].asBool());
+  const auto once = MutationLines();
+  // user/search no longer shows the account; the second run still finds it, and says so.
+  auto again = Deprovision("email", "wes@corp.example", "deactivate");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE((*again)["already"].asBool());
+  EXPECT_EQ(Str((*again)["user"], "id"), id);
+  EXPECT_EQ(MutationLines(), once);
+  const auto pages = RequestsTo("/admin-api/admin/v1/orgs/");
+  ASSERT_GE(pages.size(), 2u);
+  EXPECT_TRUE(pages[0].request.Query("cursor") == std::nullopt);
+  EXPECT_TRUE(pages[1].request.Query("cursor").has_value());
+
+  // Provisioning the same e-mail reports the inactive account and leaves it alone.
+  const auto before = MutationLines();
+  auto prov = Provision("wes@corp.example", {"Team A"}, {"jira-software"});
+  ASSERT_TRUE(prov.ok()) << prov.status().ToString();
+  EXPECT_FALSE((*prov)["created"].asBool());
+  EXPECT_FALSE((*prov)["user"]["active"].asBool());
+  EXPECT_TRUE(Strings((*prov)["groups_added"]).empty());
+  EXPECT_EQ(MutationLines(), before);
+  // With "reactivate": enabled again through the organization API, then provisioned.
+  Json::Value p;
+  p["email"] = "wes@corp.example";
+  p["display_name"] = "Wes";
+  p["groups"].append("Team A");
+  p["reactivate"] = true;
+  auto back = jira::RunProvision(*conn_, p, {});
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE((*back)["user"]["active"].asBool());
+  EXPECT_EQ(Strings((*back)["groups_added"]), (std::vector<std::string>{"Team A"}));
+}
+
 TEST_F(CloudJobsTest, DeactivateRefusesWhatTheOrganizationCannotDo) {
   const std::string unmanaged = AddCloudUser("guest@elsewhere.example", {}, /*managed=*/false);
   auto out = Deprovision("account_id", unmanaged, "deactivate");
