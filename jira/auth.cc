@@ -153,8 +153,11 @@ Status DcSessionAuth::CheckLoginStop() {
   std::optional<LoginStop> stop = state_.login_stop();
   if (!stop) return Status::Ok();
   CW_ASSIGN_OR_RETURN(std::uint32_t password, credentials_.CurrentVersion(secret::kPassword));
+  // A stop about the second factor (a refused code, an enrolment demand) also ends when a new MFA
+  // key is enrolled, even when there was none before.
+  const bool about_totp = stop->totp_version != 0 || stop->reason == reason::kMfaFailed;
   std::uint32_t totp = 0;
-  if (stop->totp_version != 0) {
+  if (about_totp) {
     CW_ASSIGN_OR_RETURN(totp, credentials_.CurrentVersion(secret::kTotp));
   }
   if (password != stop->password_version || totp != stop->totp_version) {

@@ -255,7 +255,7 @@ SecretBodyBuilder& SecretBodyBuilder::AddSecret(std::string_view key, const Secr
 
 SecretBodyBuilder& SecretBodyBuilder::AddBool(std::string_view key, bool value) {
   Key(key);
-  body_.Append(format_ == Format::kJson ? (value ? "true" : "false") : (value ? "true" : "false"));
+  body_.Append(value ? "true" : "false");
   return *this;
 }
 

@@ -25,7 +25,7 @@ class SecretBodyBuilder {
   explicit SecretBodyBuilder(Format format) : format_(format) {}
   SecretBodyBuilder& Add(std::string_view key, std::string_view value);
   SecretBodyBuilder& AddSecret(std::string_view key, const SecretBytes& value);
-  SecretBodyBuilder& AddBool(std::string_view key, bool value);  // JSON only
+  SecretBodyBuilder& AddBool(std::string_view key, bool value);
   SecretBytes Finish();
   std::string_view content_type() const;
 

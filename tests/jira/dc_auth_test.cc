@@ -310,6 +310,17 @@ TEST_F(DcAuthTest, EnrolmentDemandIsMfaFailedAndNeverAutomatic) {
   EXPECT_NE(out.status().message().find("enrol"), std::string::npos);
   EXPECT_FALSE(jira_->FindUser(kDcAdmin)->totp_enrolled);
   EXPECT_TRUE(RequestsTo("enrollment").empty());
+  const std::size_t attempts = jira_->LoginAttempts(kDcAdmin).size();
+  EXPECT_EQ(Verify(*c).status().reason(), "mfa_failed");
+  EXPECT_EQ(jira_->LoginAttempts(kDcAdmin).size(), attempts);  // stopped
+  // The operator enrols in a browser and gives the agent the key: logins resume.
+  ASSERT_TRUE(jira_->EnrolTotp(kDcAdmin, totp_seed_).ok());
+  hsm::TotpSeed seed;
+  seed.key = SecretBytes::CopyOf(std::span<const std::uint8_t>(totp_seed_));
+  ASSERT_TRUE(store_->EnrollTotp(kConn, seed, hsm::Activation::kCurrent).ok());
+  auto resumed = Verify(*c);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(Str(*resumed, "mfa"), "totp");
 }
 
 TEST_F(DcAuthTest, TwoStepDemandWithoutSeedNamesTheCommand) {
