@@ -6,6 +6,7 @@
 
 #include "jira/client_util.h"
 #include "jira/errors.h"
+#include "jira/pagination.h"
 
 namespace cakewalk::jira {
 
@@ -121,6 +122,95 @@ Result<RestReply> Expect2xx(RestClient& client, const RestCall& call, Authentica
   CW_ASSIGN_OR_RETURN(RestReply reply, client.Execute(call, auth, stop, what));
   if (!reply.ok()) return UnexpectedReply(reply, what);
   return reply;
+}
+
+RestJiraClient::RestJiraClient(RestClient& api, Authenticator& auth, Flavor flavor,
+                               bool anonymous_server_info)
+    : api_(api), auth_(auth), flavor_(flavor), anonymous_server_info_(anonymous_server_info) {}
+
+std::vector<std::string> RestJiraClient::Api(std::initializer_list<std::string> tail) const {
+  std::vector<std::string> p = {"rest", "api", flavor_ == Flavor::kCloud ? "3" : "2"};
+  p.insert(p.end(), tail);
+  return p;
+}
+
+Result<ServerInfo> RestJiraClient::Server(std::stop_token stop) {
+  {
+    std::lock_guard lock(mu_);
+    if (server_) return *server_;
+  }
+  RestCall call;
+  call.path = Api({"serverInfo"});
+  CW_ASSIGN_OR_RETURN(
+      RestReply reply,
+      Expect2xx(api_, call, anonymous_server_info_ ? nullptr : &auth_, stop, "GET serverInfo"));
+  CW_ASSIGN_OR_RETURN(ServerInfo info, ParseServerInfo(reply.json));
+  std::lock_guard lock(mu_);
+  server_ = info;
+  return info;
+}
+
+Result<User> RestJiraClient::Myself(std::stop_token stop) {
+  RestCall call;
+  call.path = Api({"myself"});
+  call.query = {{"expand", "groups,applicationRoles"}};
+  CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop, "GET myself"));
+  return ParseUser(reply.json, flavor_);
+}
+
+Result<GlobalPermissions> RestJiraClient::MyPermissions(std::stop_token stop) {
+  RestCall call;
+  call.path = Api({"mypermissions"});
+  call.query = {{"permissions", "ADMINISTER,SYSTEM_ADMIN"}};
+  CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop, "GET mypermissions"));
+  return ParsePermissions(reply.json);
+}
+
+Result<std::optional<User>> RestJiraClient::GetUser(
+    std::vector<std::pair<std::string, std::string>> query, std::stop_token stop) {
+  RestCall call;
+  call.path = Api({"user"});
+  call.query = std::move(query);
+  call.query.emplace_back("expand", "groups,applicationRoles");
+  CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, "GET user"));
+  if (reply.status == 404) return std::optional<User>();
+  if (!reply.ok()) return UnexpectedReply(reply, "GET user");
+  CW_ASSIGN_OR_RETURN(User u, ParseUser(reply.json, flavor_));
+  return std::optional<User>(std::move(u));
+}
+
+Result<std::vector<std::string>> RestJiraClient::SearchEmail(
+    const std::string& email, std::vector<std::pair<std::string, std::string>> query,
+    const char* id_field, std::stop_token stop) {
+  constexpr int kPage = 100;             // DC 10.x+ answers only the first 100 anyway
+  constexpr std::int64_t kLimit = 1000;  // Cloud reaches the first 1000 matches only
+  RestCall call;
+  call.path = Api({"user", "search"});
+  call.query = std::move(query);
+  std::vector<std::string> ids;
+  PageLimits limits;
+  limits.page_size = kPage;
+  limits.limit = kLimit;
+  CW_RETURN_IF_ERROR(ForEachStartAtItem(
+      api_, call, &auth_, limits, stop, "GET user/search", [&](const Json::Value& item) {
+        auto mail = OptString(item, "emailAddress");
+        auto id = OptString(item, id_field);
+        if (mail && id && SameName(*mail, email) &&
+            std::none_of(ids.begin(), ids.end(),
+                         [&](const std::string& known) { return SameName(known, *id); })) {
+          ids.push_back(*id);
+        }
+        return Result<bool>(true);
+      }));
+  return ids;
+}
+
+Status RestJiraClient::Ambiguous(const std::string& email, std::size_t count,
+                                 std::string_view hint) {
+  return JiraError(Code::kFailedPrecondition,
+                   "the e-mail address " + email + " belongs to " + std::to_string(count) +
+                       " Jira accounts; name one by " + std::string(hint),
+                   reason::kAmbiguousUser);
 }
 
 }  // namespace internal

@@ -1,7 +1,5 @@
 #include "jira/cloud_client.h"
 
-#include <mutex>
-
 #include "jira/client_util.h"
 #include "jira/credentials.h"
 #include "jira/errors.h"
@@ -16,62 +14,23 @@ using internal::OptString;
 using internal::ParseUser;
 using internal::SameName;
 
-// user/search reaches only the first 1000 matches.
-constexpr int kSearchPage = 100;
-constexpr std::int64_t kSearchLimit = 1000;
 // The organization's user list: 100 per page (its maximum), at most 50,000 users scanned.
 constexpr int kOrgPage = 100;
 constexpr int kOrgMaxPages = 500;
 
-std::vector<std::string> Api(std::initializer_list<std::string> tail) {
-  std::vector<std::string> p = {"rest", "api", "3"};
-  p.insert(p.end(), tail);
-  return p;
-}
-
-class CloudClient final : public JiraClient {
+class CloudClient final : public internal::RestJiraClient {
  public:
   CloudClient(RestClient& api, Authenticator& auth, OrgAdminAccess org, std::string connection)
-      : api_(api), auth_(auth), org_(std::move(org)), connection_(std::move(connection)) {}
-
-  Flavor flavor() const override { return Flavor::kCloud; }
-
-  Result<ServerInfo> Server(std::stop_token stop) override {
-    {
-      std::lock_guard lock(mu_);
-      if (server_) return *server_;
-    }
-    RestCall call;
-    call.path = Api({"serverInfo"});
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop, "GET serverInfo"));
-    CW_ASSIGN_OR_RETURN(ServerInfo info, internal::ParseServerInfo(reply.json));
-    std::lock_guard lock(mu_);
-    server_ = info;
-    return info;
-  }
-
-  Result<User> Myself(std::stop_token stop) override {
-    RestCall call;
-    call.path = Api({"myself"});
-    call.query = {{"expand", "groups,applicationRoles"}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop, "GET myself"));
-    return ParseUser(reply.json, Flavor::kCloud);
-  }
-
-  Result<GlobalPermissions> MyPermissions(std::stop_token stop) override {
-    RestCall call;
-    call.path = Api({"mypermissions"});
-    call.query = {{"permissions", "ADMINISTER,SYSTEM_ADMIN"}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop, "GET mypermissions"));
-    return internal::ParsePermissions(reply.json);
-  }
+      : RestJiraClient(api, auth, Flavor::kCloud, /*anonymous_server_info=*/false),
+        org_(std::move(org)),
+        connection_(std::move(connection)) {}
 
   Result<std::optional<User>> FindUser(const UserRef& ref, bool, std::stop_token stop) override {
     switch (ref.kind) {
       case UserRef::Kind::kUsername:
         return InvalidParams("Jira Cloud has no user names: name the user by account_id or email");
       case UserRef::Kind::kAccountId:
-        return GetUser(ref.value, stop);
+        return GetUser({{"accountId", ref.value}}, stop);
       case UserRef::Kind::kEmail:
         return FindByEmail(ref.value, stop);
     }
@@ -79,7 +38,7 @@ class CloudClient final : public JiraClient {
   }
 
   Result<User> Reload(const User& user, std::stop_token stop) override {
-    CW_ASSIGN_OR_RETURN(std::optional<User> fresh, GetUser(user.id, stop));
+    CW_ASSIGN_OR_RETURN(std::optional<User> fresh, GetUser({{"accountId", user.id}}, stop));
     if (!fresh) {
       return JiraError(Code::kNotFound, "user " + user.id + " vanished", reason::kUserNotFound);
     }
@@ -291,44 +250,13 @@ class CloudClient final : public JiraClient {
     return role;
   }
 
-  Result<std::optional<User>> GetUser(const std::string& account_id, std::stop_token stop) {
-    RestCall call;
-    call.path = Api({"user"});
-    call.query = {{"accountId", account_id}, {"expand", "groups,applicationRoles"}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, "GET user"));
-    if (reply.status == 404) return std::optional<User>();
-    if (!reply.ok()) return UnexpectedReply(reply, "GET user");
-    CW_ASSIGN_OR_RETURN(User u, ParseUser(reply.json, Flavor::kCloud));
-    return std::optional<User>(std::move(u));
-  }
-
   Result<std::optional<User>> FindByEmail(const std::string& email, std::stop_token stop) {
-    RestCall call;
-    call.path = Api({"user", "search"});
-    call.query = {{"query", email}};
-    std::vector<std::string> ids;
-    PageLimits limits;
-    limits.page_size = kSearchPage;
-    limits.limit = kSearchLimit;
-    CW_RETURN_IF_ERROR(ForEachStartAtItem(
-        api_, call, &auth_, limits, stop, "GET user/search", [&](const Json::Value& item) {
-          auto mail = OptString(item, "emailAddress");
-          auto id = OptString(item, "accountId");
-          if (mail && id && SameName(*mail, email) &&
-              std::find(ids.begin(), ids.end(), *id) == ids.end()) {
-            ids.push_back(*id);
-          }
-          return Result<bool>(true);
-        }));
+    CW_ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                        SearchEmail(email, {{"query", email}}, "accountId", stop));
     if (ids.empty()) CW_RETURN_IF_ERROR(FindInOrganization(email, ids, stop));
     if (ids.empty()) return std::optional<User>();
-    if (ids.size() > 1) {
-      return JiraError(Code::kFailedPrecondition,
-                       "the e-mail address " + email + " belongs to " + std::to_string(ids.size()) +
-                           " Jira Cloud accounts; name one by account_id",
-                       reason::kAmbiguousUser);
-    }
-    return GetUser(ids.front(), stop);
+    if (ids.size() > 1) return Ambiguous(email, ids.size(), "account_id");
+    return GetUser({{"accountId", ids.front()}}, stop);
   }
 
   // user/search lists active users only: an inactive (deactivated) account is found by e-mail
@@ -368,12 +296,8 @@ class CloudClient final : public JiraClient {
     return Status::Ok();
   }
 
-  RestClient& api_;
-  Authenticator& auth_;
   OrgAdminAccess org_;
   const std::string connection_;
-  std::mutex mu_;
-  std::optional<ServerInfo> server_;
 };
 
 }  // namespace

@@ -1,7 +1,5 @@
 #include "jira/dc_client.h"
 
-#include <mutex>
-
 #include "jira/client_util.h"
 #include "jira/errors.h"
 #include "jira/pagination.h"
@@ -12,63 +10,20 @@ namespace {
 using internal::Contains;
 using internal::Expect2xx;
 using internal::ParseUser;
-using internal::SameName;
 
-// DC user/search matches a prefix of name, e-mail or display name; 9.x pages up to 1000 per
-// page, 10.x+ answers only the first 100 results.
-constexpr int kSearchPage = 100;
-constexpr std::int64_t kSearchLimit = 1000;
-
-std::vector<std::string> Api(std::initializer_list<std::string> tail) {
-  std::vector<std::string> p = {"rest", "api", "2"};
-  p.insert(p.end(), tail);
-  return p;
-}
-
-class DataCenterClient final : public JiraClient {
+class DataCenterClient final : public internal::RestJiraClient {
  public:
-  DataCenterClient(RestClient& site, Authenticator& auth) : site_(site), auth_(auth) {}
-
-  Flavor flavor() const override { return Flavor::kDataCenter; }
-
-  Result<ServerInfo> Server(std::stop_token stop) override {
-    {
-      std::lock_guard lock(mu_);
-      if (server_) return *server_;
-    }
-    RestCall call;
-    call.path = Api({"serverInfo"});
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, nullptr, stop, "GET serverInfo"));
-    CW_ASSIGN_OR_RETURN(ServerInfo info, internal::ParseServerInfo(reply.json));
-    std::lock_guard lock(mu_);
-    server_ = info;
-    return info;
-  }
-
-  Result<User> Myself(std::stop_token stop) override {
-    RestCall call;
-    call.path = Api({"myself"});
-    call.query = {{"expand", "groups,applicationRoles"}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, &auth_, stop, "GET myself"));
-    return ParseUser(reply.json, Flavor::kDataCenter);
-  }
-
-  Result<GlobalPermissions> MyPermissions(std::stop_token stop) override {
-    RestCall call;
-    call.path = Api({"mypermissions"});
-    call.query = {{"permissions", "ADMINISTER,SYSTEM_ADMIN"}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, &auth_, stop, "GET mypermissions"));
-    return internal::ParsePermissions(reply.json);
-  }
+  DataCenterClient(RestClient& site, Authenticator& auth)
+      : RestJiraClient(site, auth, Flavor::kDataCenter, /*anonymous_server_info=*/true) {}
 
   Result<std::optional<User>> FindUser(const UserRef& ref, bool include_deleted,
                                        std::stop_token stop) override {
     switch (ref.kind) {
       case UserRef::Kind::kUsername:
-        return GetUser("username", ref.value, include_deleted, stop);
+        return GetBy("username", ref.value, include_deleted, stop);
       case UserRef::Kind::kAccountId:
         // Data Center's stable id is the user key.
-        return GetUser("key", ref.value, include_deleted, stop);
+        return GetBy("key", ref.value, include_deleted, stop);
       case UserRef::Kind::kEmail:
         return FindByEmail(ref.value, include_deleted, stop);
     }
@@ -76,7 +31,7 @@ class DataCenterClient final : public JiraClient {
   }
 
   Result<User> Reload(const User& user, std::stop_token stop) override {
-    CW_ASSIGN_OR_RETURN(std::optional<User> fresh, GetUser("key", user.id, true, stop));
+    CW_ASSIGN_OR_RETURN(std::optional<User> fresh, GetBy("key", user.id, true, stop));
     if (!fresh) {
       return JiraError(Code::kNotFound, "user " + user.username.value_or(user.id) + " vanished",
                        reason::kUserNotFound);
@@ -95,7 +50,7 @@ class DataCenterClient final : public JiraClient {
     body["applicationKeys"] = Json::Value(Json::arrayValue);
     for (const auto& p : user.products) body["applicationKeys"].append(p);
     call.json = body;
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, &auth_, stop,
+    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop,
                                                    "POST user (create " + user.username + ")"));
     CW_ASSIGN_OR_RETURN(User created, ParseUser(reply.json, Flavor::kDataCenter));
     return Reload(created, stop);
@@ -107,7 +62,7 @@ class DataCenterClient final : public JiraClient {
     call.path = Api({"group", "member"});
     call.query = {{"groupname", name}, {"maxResults", "1"}};
     CW_ASSIGN_OR_RETURN(RestReply reply,
-                        site_.Execute(call, &auth_, stop, "GET group/member (" + name + ")"));
+                        api_.Execute(call, &auth_, stop, "GET group/member (" + name + ")"));
     if (reply.status == 404) return std::optional<GroupRef>();
     if (!reply.ok()) return UnexpectedReply(reply, "GET group/member (" + name + ")");
     return std::optional<GroupRef>(GroupRef{name, name});
@@ -123,7 +78,7 @@ class DataCenterClient final : public JiraClient {
     body["name"] = *user.username;
     call.json = body;
     const std::string what = "POST group/user (" + group.name + ")";
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, what));
+    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, what));
     if (reply.status == 201 || reply.status == 200) return true;
     if (reply.status == 400 && Contains(reply.ErrorText(), "already a member")) return false;
     if (reply.status == 404) return NotFoundReply(reply, what);
@@ -138,7 +93,7 @@ class DataCenterClient final : public JiraClient {
     call.path = Api({"group", "user"});
     call.query = {{"groupname", group.name}, {"username", *user.username}};
     const std::string what = "DELETE group/user (" + group.name + ")";
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, what));
+    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, what));
     if (reply.ok()) return true;
     if (reply.status == 400 && Contains(reply.ErrorText(), "not a member")) return false;
     if (reply.status == 404) return NotFoundReply(reply, what);
@@ -152,7 +107,7 @@ class DataCenterClient final : public JiraClient {
     call.method = "POST";
     call.path = Api({"user", "application"});
     call.query = {{"username", *user.username}, {"applicationKey", product}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, &auth_, stop,
+    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop,
                                                    "POST user/application (" + product + ")"));
     return true;
   }
@@ -164,7 +119,7 @@ class DataCenterClient final : public JiraClient {
     call.method = "DELETE";
     call.path = Api({"user", "application"});
     call.query = {{"username", *user.username}, {"applicationKey", product}};
-    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(site_, call, &auth_, stop,
+    CW_ASSIGN_OR_RETURN(RestReply reply, Expect2xx(api_, call, &auth_, stop,
                                                    "DELETE user/application (" + product + ")"));
     return true;
   }
@@ -182,7 +137,7 @@ class DataCenterClient final : public JiraClient {
     call.method = "DELETE";
     call.path = Api({"user", "session", name});
     const std::string what = "DELETE user/session";
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, what));
+    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, what));
     if (reply.ok()) return Status::Ok();
     if (reply.status == 404) return NotFoundReply(reply, what);
     return UnexpectedReply(reply, what);
@@ -199,7 +154,7 @@ class DataCenterClient final : public JiraClient {
     call.json = body;
     const std::string what =
         std::string("PUT user {\"active\": ") + (active ? "true" : "false") + "}";
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, what));
+    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, what));
     CW_ASSIGN_OR_RETURN(ServerInfo info, Server(stop));
     const std::string cannot = "this Jira (" + info.version + ") does not " +
                                (active ? "activate" : "deactivate") +
@@ -225,7 +180,7 @@ class DataCenterClient final : public JiraClient {
     call.path = Api({"user"});
     call.query = {{"username", *user.username}};
     const std::string what = "DELETE user";
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, what));
+    CW_ASSIGN_OR_RETURN(RestReply reply, api_.Execute(call, &auth_, stop, what));
     if (reply.ok()) return true;
     if (reply.status == 404) return false;
     return UnexpectedReply(reply, what);
@@ -240,53 +195,26 @@ class DataCenterClient final : public JiraClient {
                      group ? reason::kGroupNotFound : reason::kUserNotFound);
   }
 
-  Result<std::optional<User>> GetUser(const char* param, const std::string& value,
-                                      bool include_deleted, std::stop_token stop) {
-    RestCall call;
-    call.path = Api({"user"});
-    call.query = {{param, value}, {"expand", "groups,applicationRoles"}};
-    if (include_deleted) call.query.emplace_back("includeDeleted", "true");
-    CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &auth_, stop, "GET user"));
-    if (reply.status == 404) return std::optional<User>();
-    if (!reply.ok()) return UnexpectedReply(reply, "GET user");
-    CW_ASSIGN_OR_RETURN(User u, ParseUser(reply.json, Flavor::kDataCenter));
-    return std::optional<User>(std::move(u));
+  Result<std::optional<User>> GetBy(const char* param, const std::string& value,
+                                    bool include_deleted, std::stop_token stop) {
+    std::vector<std::pair<std::string, std::string>> query = {{param, value}};
+    if (include_deleted) query.emplace_back("includeDeleted", "true");
+    return GetUser(std::move(query), stop);
   }
 
+  // user/search matches a prefix of the name, the e-mail or the display name: the exact e-mail
+  // is picked out of the answers.
   Result<std::optional<User>> FindByEmail(const std::string& email, bool include_deleted,
                                           std::stop_token stop) {
-    RestCall call;
-    call.path = Api({"user", "search"});
-    call.query = {{"username", email}, {"includeActive", "true"}, {"includeInactive", "true"}};
-    std::vector<std::string> names;
-    PageLimits limits;
-    limits.page_size = kSearchPage;
-    limits.limit = kSearchLimit;
-    CW_RETURN_IF_ERROR(ForEachStartAtItem(
-        site_, call, &auth_, limits, stop, "GET user/search", [&](const Json::Value& item) {
-          auto mail = internal::OptString(item, "emailAddress");
-          auto name = internal::OptString(item, "name");
-          if (mail && name && SameName(*mail, email) &&
-              std::none_of(names.begin(), names.end(),
-                           [&](const std::string& n) { return SameName(n, *name); })) {
-            names.push_back(*name);
-          }
-          return Result<bool>(true);
-        }));
+    CW_ASSIGN_OR_RETURN(
+        std::vector<std::string> names,
+        SearchEmail(email,
+                    {{"username", email}, {"includeActive", "true"}, {"includeInactive", "true"}},
+                    "name", stop));
     if (names.empty()) return std::optional<User>();
-    if (names.size() > 1) {
-      return JiraError(Code::kFailedPrecondition,
-                       "the e-mail address " + email + " belongs to " +
-                           std::to_string(names.size()) + " Jira users; name one by username",
-                       reason::kAmbiguousUser);
-    }
-    return GetUser("username", names.front(), include_deleted, stop);
+    if (names.size() > 1) return Ambiguous(email, names.size(), "username");
+    return GetBy("username", names.front(), include_deleted, stop);
   }
-
-  RestClient& site_;
-  Authenticator& auth_;
-  std::mutex mu_;
-  std::optional<ServerInfo> server_;
 };
 
 }  // namespace
