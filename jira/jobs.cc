@@ -232,10 +232,19 @@ Result<Json::Value> RunProvision(Connection& connection, const Json::Value& para
     group_refs.push_back(std::move(g));
   }
 
-  Json::Value out(Json::objectValue);
   std::vector<std::string> groups_added, groups_already, products_granted, products_already;
   User user;
   bool created = false;
+  auto output = [&](bool was_created) {
+    Json::Value out(Json::objectValue);
+    out["user"] = UserJson(user, true);
+    out["created"] = was_created;
+    out["groups_added"] = Array(groups_added);
+    out["groups_already"] = Array(groups_already);
+    out["products_granted"] = Array(products_granted);
+    out["products_already"] = Array(products_already);
+    return Result<Json::Value>(std::move(out));
+  };
   if (existing) {
     user = std::move(*existing);
   } else {
@@ -255,13 +264,7 @@ Result<Json::Value> RunProvision(Connection& connection, const Json::Value& para
       for (const auto& p : products) {
         if (user.HasProduct(p)) products_already.push_back(p);
       }
-      out["user"] = UserJson(user, true);
-      out["created"] = false;
-      out["groups_added"] = Array(groups_added);
-      out["groups_already"] = Array(groups_already);
-      out["products_granted"] = Array(products_granted);
-      out["products_already"] = Array(products_already);
-      return out;
+      return output(false);
     }
     CW_RETURN_IF_ERROR(client->SetActive(user, true, stop).status());
     CW_ASSIGN_OR_RETURN(user, client->Reload(user, stop));
@@ -288,13 +291,7 @@ Result<Json::Value> RunProvision(Connection& connection, const Json::Value& para
     CW_ASSIGN_OR_RETURN(user, client->Reload(user, stop));
   }
 
-  out["user"] = UserJson(user, true);
-  out["created"] = created;
-  out["groups_added"] = Array(groups_added);
-  out["groups_already"] = Array(groups_already);
-  out["products_granted"] = Array(products_granted);
-  out["products_already"] = Array(products_already);
-  return out;
+  return output(created);
 }
 
 // ---- jira.user.deprovision ----------------------------------------------------------------------

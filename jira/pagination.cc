@@ -12,6 +12,17 @@ int HexDigit(char c) {
   return -1;
 }
 
+// The call again, with its query extended by the caller (pages never carry secret bodies).
+RestCall PageCall(const RestCall& call) {
+  RestCall c;
+  c.method = call.method;
+  c.path = call.path;
+  c.query = call.query;
+  c.headers = call.headers;
+  c.retry_conflict = call.retry_conflict;
+  return c;
+}
+
 Result<Json::Value> Page(RestClient& client, const RestCall& call, Authenticator* auth,
                          std::stop_token stop, std::string_view what) {
   CW_ASSIGN_OR_RETURN(RestReply reply, client.Execute(call, auth, stop, what));
@@ -27,12 +38,7 @@ Status ForEachStartAtItem(RestClient& client, const RestCall& call, Authenticato
   std::int64_t start = 0;
   for (int page = 0; page < limits.max_pages; ++page) {
     if (limits.limit >= 0 && start >= limits.limit) return Status::Ok();
-    RestCall c;
-    c.method = call.method;
-    c.path = call.path;
-    c.query = call.query;
-    c.headers = call.headers;
-    c.retry_conflict = call.retry_conflict;
+    RestCall c = PageCall(call);
     c.query.emplace_back("startAt", std::to_string(start));
     c.query.emplace_back("maxResults", std::to_string(limits.page_size));
     CW_ASSIGN_OR_RETURN(Json::Value items, Page(client, c, auth, stop, what));
@@ -54,11 +60,7 @@ Status ForEachPageBeanItem(RestClient& client, const RestCall& call, Authenticat
                            const ItemVisitor& visit) {
   std::int64_t start = 0;
   for (int page = 0; page < limits.max_pages; ++page) {
-    RestCall c;
-    c.method = call.method;
-    c.path = call.path;
-    c.query = call.query;
-    c.headers = call.headers;
+    RestCall c = PageCall(call);
     c.query.emplace_back("startAt", std::to_string(start));
     c.query.emplace_back("maxResults", std::to_string(limits.page_size));
     CW_ASSIGN_OR_RETURN(Json::Value bean, Page(client, c, auth, stop, what));
@@ -84,11 +86,7 @@ Status ForEachCursorItem(
     int max_pages, std::stop_token stop, std::string_view what, const ItemVisitor& visit) {
   std::optional<std::string> cursor;
   for (int page = 0; page < max_pages; ++page) {
-    RestCall c;
-    c.method = call.method;
-    c.path = call.path;
-    c.query = call.query;
-    c.headers = call.headers;
+    RestCall c = PageCall(call);
     if (cursor) c.query.emplace_back(std::string(cursor_param), *cursor);
     CW_ASSIGN_OR_RETURN(Json::Value answer, Page(client, c, auth, stop, what));
     const Json::Value& items = answer[std::string(items_key)];
