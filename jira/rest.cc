@@ -171,6 +171,14 @@ Result<RestReply> RestClient::Execute(const RestCall& call, Authenticator* auth,
     http::Response resp = std::move(*sent);
     skew_->Record(resp.server_date, clock.Now());
     const long status = resp.status;
+    // An answer that may carry a secret is wiped on every path that does not hand it over.
+    struct WipeUnlessReturned {
+      http::Response& r;
+      bool sensitive;
+      ~WipeUnlessReturned() {
+        if (sensitive) WipeString(r.body);
+      }
+    } wipe{resp, call.sensitive_response};
 
     if (auth != nullptr) {
       const std::string login_reason = Lower(resp.Header("x-seraph-loginreason").value_or(""));
@@ -242,6 +250,11 @@ Status UnexpectedReply(const RestReply& reply, std::string_view what) {
   const std::string words = reply.ErrorText();
   const std::string head = "Jira answered HTTP " + std::to_string(reply.status) + " to " +
                            std::string(what) + (words.empty() ? "" : ": " + words);
+  if (reply.status == 403 && Contains(reply.response.body, "XSRF check failed")) {
+    return JiraInternal(head +
+                        " (XSRF check failed: a cookie-authenticated write went out without "
+                        "X-Atlassian-Token)");
+  }
   switch (reply.status) {
     case 400:
       if (MentionsLicenceLimit(reply)) {
