@@ -15,11 +15,20 @@ using Steady = std::chrono::steady_clock;
 constexpr milliseconds kMinExtensionDelay{200};
 constexpr milliseconds kProgressInterval{1000};
 constexpr std::size_t kSendBatch = 32;
+// Longest lease the fence believes (a clock far behind the server's must not disable it).
+constexpr std::chrono::minutes kMaxLeaseBelieved{10};
 
 enum class StopCause { kNone, kLeaseLost, kTimeout, kShutdown, kRestart };
 
 milliseconds ToMs(std::chrono::nanoseconds d) {
   return std::chrono::duration_cast<milliseconds>(d);
+}
+
+// The local (steady) moment a lease expiring at `expires` (server time) runs out.
+Steady::time_point FenceAt(const Clock& clock, SysTime expires) {
+  const auto remaining = std::clamp<std::chrono::nanoseconds>(
+      expires - clock.Now(), std::chrono::nanoseconds(0), kMaxLeaseBelieved);
+  return Steady::now() + remaining;
 }
 
 std::string OutcomeWord(JobResult::Outcome o) {
@@ -104,6 +113,9 @@ struct JobLoop::Running {
   std::string lease_id;
   SysTime lease_expires_at;
   Steady::time_point next_extension;
+  // When the lease runs out by our clock if no extension succeeds: the job is stopped then (no
+  // result), so that it never runs here while the control plane gives it to another agent.
+  Steady::time_point fence_at;
   Steady::time_point deadline;
   std::optional<Steady::time_point> give_up_at;
   StopCause cause = StopCause::kNone;
@@ -587,6 +599,7 @@ bool JobLoop::HandleDelivery(const ClaimedJob& d) {
         job.lease_id = d.lease_id;
         job.lease_expires_at = d.lease_expires_at;
         job.next_extension = Steady::now();  // extend (and learn the lease's state) at once
+        job.fence_at = FenceAt(clock_, d.lease_expires_at);
         job.extend_backoff.Reset();
         if (job.cause == StopCause::kLeaseLost ||
             (job.cause == StopCause::kNone && job.records_sent)) {
@@ -737,6 +750,7 @@ void JobLoop::StartWorker(const DeliveryInfo& info, const JobClaims& claims, Exe
     job->lease_expires_at = info.lease_expires_at;
     const auto remaining = info.lease_expires_at - clock_.Now();
     job->next_extension = now + std::max(kMinExtensionDelay, ToMs(remaining / 2));
+    job->fence_at = FenceAt(clock_, info.lease_expires_at);
     job->deadline = now + job->config->jobs.timeout;
     running_[job->job_id] = job;
     // Created under the lock: the worker takes it first, so job->thread is set before it can be
@@ -952,7 +966,13 @@ void JobLoop::SupervisorLoop() {
     std::vector<std::pair<std::shared_ptr<Running>, std::string>> extend;
     std::vector<std::shared_ptr<Running>> give_up;
     std::vector<std::shared_ptr<Running>> timed_out;
+    std::vector<std::pair<std::shared_ptr<Running>, std::string>> fenced;
     for (auto& [id, job] : running_) {
+      if ((job->cause == StopCause::kNone || job->cause == StopCause::kTimeout) &&
+          !job->result_recorded && now >= job->fence_at) {
+        fenced.emplace_back(job, job->lease_id);
+        continue;
+      }
       if (job->cause == StopCause::kNone && now >= job->deadline) {
         job->cause = StopCause::kTimeout;
         job->stop.request_stop();
@@ -972,15 +992,24 @@ void JobLoop::SupervisorLoop() {
       if (!job->extending) wake = std::min(wake, job->next_extension);
       if (job->cause == StopCause::kNone) wake = std::min(wake, job->deadline);
       if (job->give_up_at && !job->result_recorded) wake = std::min(wake, *job->give_up_at);
+      if (job->cause == StopCause::kNone || job->cause == StopCause::kTimeout) {
+        wake = std::min(wake, job->fence_at);
+      }
     }
     const bool prune = now >= next_prune_;
     if (prune) next_prune_ = now + options_.prune_interval;
-    if (extend.empty() && give_up.empty() && timed_out.empty() && !prune) {
+    if (extend.empty() && give_up.empty() && timed_out.empty() && fenced.empty() && !prune) {
       supervisor_cv_.wait_until(lock, wake);
       continue;
     }
     lock.unlock();
 
+    for (const auto& [job, lease] : fenced) {
+      OnLeaseLost(job, lease,
+                  Status(Code::kDeadlineExceeded,
+                         "the lease ran out without a successful extension; the control plane "
+                         "may give the job to another agent"));
+    }
     for (const auto& job : timed_out) {
       Log(Severity::kWarning, event::kJobFinished,
           "job " + job->job_id + " exceeded jobs.timeout; it is being stopped",
@@ -1020,6 +1049,7 @@ void JobLoop::SupervisorLoop() {
       const auto after = Steady::now();
       if (r.ok()) {
         job->lease_expires_at = *r;
+        job->fence_at = FenceAt(clock_, *r);
         job->extend_backoff.Reset();
         job->next_extension = after + std::max(kMinExtensionDelay, ToMs((*r - clock_.Now()) / 2));
         continue;

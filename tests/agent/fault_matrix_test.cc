@@ -277,6 +277,41 @@ TEST_F(FaultMatrixTest, LeaseExtensionFaultsDoNotStopTheJob) {
   EXPECT_GE(cp_->fake().Arrivals(Endpoint::kLease).size(), 4u);
 }
 
+TEST_F(FaultMatrixTest, ALeaseThatCannotBeExtendedStopsTheJobWhenItRunsOut) {
+  // Lease extensions fail for good (the control plane is unreachable for them): when the lease
+  // runs out by the agent's clock the job is stopped and nothing is reported, so that it never
+  // runs here while the control plane hands it to another agent.
+  std::atomic<int> runs{0};
+  std::atomic<bool> stopped{false};
+  std::chrono::steady_clock::time_point started, stopped_at;
+  auto slow = std::make_shared<SpyExecutor>([&](JobContext& job) -> Result<Json::Value> {
+    if (++runs == 1) {
+      started = std::chrono::steady_clock::now();
+      while (!job.stop.stop_requested()) std::this_thread::sleep_for(5ms);
+      stopped_at = std::chrono::steady_clock::now();
+      stopped = true;
+      return StoppedStatus();
+    }
+    return testing::AddMemberOutput("second");
+  });
+  ASSERT_TRUE(h_->registry.Register("jira.group.remove_member", slow).ok());
+  h_->config.jobs.max_concurrent = 1;
+  cp_->fake().QueueFault(ControlPlaneFault::Status(503), 100000, Endpoint::kLease);
+  ASSERT_NO_FATAL_FAILURE(StartLoop(0.5));
+  auto id = cp_->fake().EnqueueJob(testing::Job("jira.group.remove_member"));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return stopped.load(); }, "stopped", 10s));
+  const auto stopped_after = stopped_at - started;
+  EXPECT_GE(stopped_after, 1500ms) << "not before the 3 s lease ran out (whole seconds)";
+  EXPECT_LE(stopped_after, 3000ms + kSlack);
+  cp_->fake().ClearFaults();
+  ASSERT_TRUE(cp_->fake().WaitForJobState(*id, JobState::kFinished, 20s));
+  auto job = cp_->fake().Job(*id);
+  ASSERT_EQ(job->leases.size(), 2u);
+  for (const auto& d : job->result_deliveries) EXPECT_EQ(d.lease_id, job->leases[1].lease_id);
+  EXPECT_EQ(job->result["output"]["user"]["id"].asString(), "second");
+}
+
 TEST_F(FaultMatrixTest, RecordsFaultsRepeatTheSameSeq) {
   auto sync = std::make_shared<SpyExecutor>([](JobContext& job) -> Result<Json::Value> {
     Json::Value r(Json::objectValue);

@@ -282,7 +282,9 @@ TEST_F(JobLoopTest, ExecutorFailuresCarryTheirCodes) {
 TEST_F(JobLoopTest, ResultsAreResentInOrderAfterAnOutage) {
   Register(kAddMember, testing::Succeed(testing::AddMemberOutput("x")));
   cp_->fake().QueueFault(ControlPlaneFault::Status(503), 6, Endpoint::kResult);
-  ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
+  JobLoopOptions options;
+  options.random = [] { return 0.1; };  // 0.1 + 0.2 + ... + 3.2 s of back-off
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop(options));
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
     ids.push_back(Enqueue(testing::Job(kAddMember)));
@@ -336,7 +338,9 @@ TEST_F(JobLoopTest, ReDeliveredFinishedJobGetsItsStoredResult) {
   // The first result post "succeeds" at the server but the answer is lost; the next ones fail
   // until the lease has been expired by the test.
   cp_->fake().QueueFault(ControlPlaneFault::Status(503), 1000, Endpoint::kResult);
-  ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
+  JobLoopOptions options;
+  options.random = [] { return 0.05; };  // short back-off: the test waits for the re-send
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop(options));
   const std::string id = Enqueue(testing::Job(kAddMember));
   ASSERT_TRUE(cp_->fake().WaitUntil([&] { return StateOf(id) == JournalState::kFinished; },
                                     "finished locally"));

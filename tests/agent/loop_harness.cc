@@ -150,6 +150,10 @@ void LoopHarness::StartLoop(agent::JobLoopOptions options) {
   deps.config = [shared] { return shared; };
   deps.agent_id = agent.agent_id;
   deps.control_plane = [this]() -> Result<agent::ControlPlaneHandle> {
+    if (partitioned.load()) {
+      return Status(Code::kUnavailable, "test partition: the control plane is unreachable",
+                    http::reason::kConnectFailed);
+    }
     return agent::ControlPlaneHandle{agent.client, agent.not_after};
   };
   deps.reset_connections = [this] {

@@ -105,6 +105,8 @@ class LoopHarness {
   std::unique_ptr<agent::SigningKeySet> keys;
   std::unique_ptr<agent::JobLoop> loop;
   std::atomic<int> resets{0};
+  // While set, every control-plane call of this agent fails as if the network were down.
+  std::atomic<bool> partitioned{false};
   std::atomic<int> key_fetches{0};
   std::vector<std::string> finished_events() const;
 
