@@ -271,4 +271,35 @@ Status ModuleCore::Close() noexcept {
   return Status::Ok();
 }
 
+Status ModuleCore::Reinitialize() noexcept {
+  std::unique_lock lock(mu_);
+  if (functions_ == nullptr) {
+    return FailedPrecondition(description_ + " is closed; it cannot be initialised again");
+  }
+  if (ownership_ == Ownership::kBorrowed) {
+    return FailedPrecondition(description_ + " is borrowed; its owner must initialise it again");
+  }
+  ERR_set_mark();
+  CK_RV rv = CKR_OK;
+  if (ownership_ == Ownership::kP11KitManaged) {
+    rv = p11_kit_module_finalize(functions_);
+    if (rv == CKR_OK || rv == CKR_CRYPTOKI_NOT_INITIALIZED)
+      rv = p11_kit_module_initialize(functions_);
+  } else {
+    rv = functions_->C_Finalize(nullptr);
+    if (rv == CKR_OK || rv == CKR_CRYPTOKI_NOT_INITIALIZED) {
+      CK_C_INITIALIZE_ARGS args{};
+      args.flags = CKF_OS_LOCKING_OK;
+      rv = functions_->C_Initialize(&args);
+    }
+  }
+  ERR_pop_to_mark();
+  ++epoch_;
+  if (rv != CKR_OK) {
+    // The module is unusable now; every later call fails cleanly with this module's errors.
+    return CkrStatus(rv, "C_Initialize").WithContext("initialising " + description_ + " again");
+  }
+  return Status::Ok();
+}
+
 }  // namespace cakewalk::hsm::internal

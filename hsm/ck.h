@@ -12,6 +12,7 @@
 
 #include <openssl/err.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -76,13 +77,38 @@ class ModuleCore {
     return rv;
   }
 
+  // Invoke for calls on a session opened in module epoch `epoch`: once the module was initialised
+  // again, the handle is dead (and its number may belong to a new session), so the call is not
+  // made and CKR_SESSION_HANDLE_INVALID comes back instead.
+  template <class Fn>
+  CK_RV InvokeInEpoch(std::uint64_t epoch, Fn&& fn) noexcept {
+    std::shared_lock lock(mu_);
+    if (functions_ == nullptr) return CKR_CRYPTOKI_NOT_INITIALIZED;
+    if (epoch != epoch_.load()) return CKR_SESSION_HANDLE_INVALID;
+    ERR_set_mark();
+    const CK_RV rv = fn(*functions_);
+    ERR_pop_to_mark();
+    return rv;
+  }
+
   // Finalises the module (once); later Invoke calls return CKR_CRYPTOKI_NOT_INITIALIZED.
   // Waits for calls in flight to return.
   Status Close() noexcept;
   bool closed() const;
 
+  // C_Finalize + C_Initialize, waiting for calls in flight. Some modules read their object store
+  // only in C_Initialize (tpm2-pkcs11 1.9 loads every object of its SQLite store there), so
+  // objects that another process or an out-of-band tool added stay invisible until then. Every
+  // session of the module ends: each TokenCore notices the new epoch() and opens a new session
+  // (logging in again) on its next use, and object handles are found again (Session
+  // generations). kFailedPrecondition for a borrowed function list or a closed module.
+  Status Reinitialize() noexcept;
+  // Incremented by every Reinitialize.
+  std::uint64_t epoch() const noexcept { return epoch_.load(); }
+
  private:
   mutable std::shared_mutex mu_;
+  std::atomic<std::uint64_t> epoch_{0};
   CK_FUNCTION_LIST* functions_;
   const Ownership ownership_;
   const std::string description_;

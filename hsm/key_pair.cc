@@ -265,50 +265,67 @@ Result<std::unique_ptr<KeyPair>> KeyPair::Generate(Token& token, KeyType type,
         }
         std::uint8_t id[internal::kObjectIdBytes];
         CW_RETURN_IF_ERROR(s.Random(id));
-        Template pub;
-        Template priv;
         const CK_KEY_TYPE key_type = type == KeyType::kEcP256 ? CKK_EC : CKK_RSA;
-        pub.Ulong(CKA_CLASS, CKO_PUBLIC_KEY)
-            .Ulong(CKA_KEY_TYPE, key_type)
-            .Bool(CKA_TOKEN, true)
-            .Bool(CKA_PRIVATE, false)
-            .Bool(CKA_MODIFIABLE, true)
-            .Bool(CKA_VERIFY, true)
-            .Bool(CKA_VERIFY_RECOVER, false)
-            .Bool(CKA_ENCRYPT, false)
-            .Bool(CKA_WRAP, false)
-            .Bool(CKA_DERIVE, false)
-            .String(CKA_LABEL, label)
-            .Bytes(CKA_ID, id);
-        priv.Ulong(CKA_CLASS, CKO_PRIVATE_KEY)
-            .Ulong(CKA_KEY_TYPE, key_type)
-            .Bool(CKA_TOKEN, true)
-            .Bool(CKA_PRIVATE, true)
-            .Bool(CKA_SENSITIVE, true)
-            .Bool(CKA_EXTRACTABLE, false)
-            .Bool(CKA_MODIFIABLE, true)
-            .Bool(CKA_SIGN, true)
-            .Bool(CKA_SIGN_RECOVER, false)
-            .Bool(CKA_DECRYPT, false)
-            .Bool(CKA_UNWRAP, false)
-            .Bool(CKA_DERIVE, false)
-            .String(CKA_LABEL, label)
-            .Bytes(CKA_ID, id);
-        CK_MECHANISM mechanism{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
-        if (type == KeyType::kEcP256) {
-          static constexpr CK_MECHANISM_TYPE kAllowed[] = {CKM_ECDSA};
-          pub.Bytes(CKA_EC_PARAMS, kP256Oid);
-          priv.Mechanisms(kAllowed);
-        } else {
-          static constexpr CK_MECHANISM_TYPE kAllowed[] = {CKM_RSA_PKCS, CKM_RSA_PKCS_PSS};
-          mechanism.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-          pub.Ulong(CKA_MODULUS_BITS, kRsaBits).Bytes(CKA_PUBLIC_EXPONENT, kRsaExponent);
-          priv.Mechanisms(kAllowed);
-        }
+        CK_MECHANISM mechanism{
+            type == KeyType::kEcP256 ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
+        // `public_usages`: the public key's usage flags are part of the template. tpm2-pkcs11
+        // derives them from the TPM object instead (its CKA_VERIFY follows the private key's
+        // decrypt permission) and fails with CKR_GENERAL_ERROR when the template says otherwise;
+        // the public half's flags do not matter to the agent (it verifies nothing in the token).
+        auto generate = [&](bool public_usages, CK_OBJECT_HANDLE& pub_handle,
+                            CK_OBJECT_HANDLE& priv_handle) -> CK_RV {
+          Template pub;
+          Template priv;
+          pub.Ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+              .Ulong(CKA_KEY_TYPE, key_type)
+              .Bool(CKA_TOKEN, true)
+              .Bool(CKA_PRIVATE, false)
+              .Bool(CKA_MODIFIABLE, true)
+              .String(CKA_LABEL, label)
+              .Bytes(CKA_ID, id);
+          if (public_usages) {
+            pub.Bool(CKA_VERIFY, true)
+                .Bool(CKA_VERIFY_RECOVER, false)
+                .Bool(CKA_ENCRYPT, false)
+                .Bool(CKA_WRAP, false)
+                .Bool(CKA_DERIVE, false);
+          }
+          priv.Ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+              .Ulong(CKA_KEY_TYPE, key_type)
+              .Bool(CKA_TOKEN, true)
+              .Bool(CKA_PRIVATE, true)
+              .Bool(CKA_SENSITIVE, true)
+              .Bool(CKA_EXTRACTABLE, false)
+              .Bool(CKA_MODIFIABLE, true)
+              .Bool(CKA_SIGN, true)
+              .Bool(CKA_SIGN_RECOVER, false)
+              .Bool(CKA_DECRYPT, false)
+              .Bool(CKA_UNWRAP, false)
+              .Bool(CKA_DERIVE, false)
+              .String(CKA_LABEL, label)
+              .Bytes(CKA_ID, id);
+          if (type == KeyType::kEcP256) {
+            static constexpr CK_MECHANISM_TYPE kAllowed[] = {CKM_ECDSA};
+            pub.Bytes(CKA_EC_PARAMS, kP256Oid);
+            priv.Mechanisms(kAllowed);
+          } else {
+            static constexpr CK_MECHANISM_TYPE kAllowed[] = {CKM_RSA_PKCS, CKM_RSA_PKCS_PSS};
+            pub.Ulong(CKA_MODULUS_BITS, kRsaBits).Bytes(CKA_PUBLIC_EXPONENT, kRsaExponent);
+            priv.Mechanisms(kAllowed);
+          }
+          return CW_SESSION_INVOKE(s, C_GenerateKeyPair, &mechanism, pub.data(), pub.size(),
+                                   priv.data(), priv.size(), &pub_handle, &priv_handle);
+        };
         CK_OBJECT_HANDLE pub_handle = CK_INVALID_HANDLE;
         CK_OBJECT_HANDLE priv_handle = CK_INVALID_HANDLE;
-        CW_RETURN_IF_ERROR(CW_SESSION_CALL(s, C_GenerateKeyPair, &mechanism, pub.data(), pub.size(),
-                                           priv.data(), priv.size(), &pub_handle, &priv_handle)
+        const bool learned = core->public_usages_refused();
+        CK_RV rv = generate(/*public_usages=*/!learned, pub_handle, priv_handle);
+        if (!learned && (rv == CKR_GENERAL_ERROR || rv == CKR_TEMPLATE_INCONSISTENT ||
+                         rv == CKR_ATTRIBUTE_VALUE_INVALID)) {
+          rv = generate(/*public_usages=*/false, pub_handle, priv_handle);
+          if (rv == CKR_OK) core->set_public_usages_refused();
+        }
+        CW_RETURN_IF_ERROR(internal::CkrStatus(rv, "C_GenerateKeyPair")
                                .WithContext("generating key pair '" + std::string(label) + "'"));
         s.MarkMutated();
         CW_ASSIGN_OR_RETURN(loaded, Load(s, priv_handle, label));

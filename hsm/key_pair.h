@@ -7,9 +7,12 @@
 // Objects: the private key is CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, never extractable,
 // CKA_SIGN=TRUE and every other usage FALSE (DECRYPT, UNWRAP, DERIVE, SIGN_RECOVER),
 // CKA_ALLOWED_MECHANISMS = {CKM_ECDSA} or {CKM_RSA_PKCS, CKM_RSA_PKCS_PSS}; the public key is
-// CKA_VERIFY=TRUE only. Both carry the same CKA_LABEL (the name given) and a random 16-byte
-// CKA_ID, so `pkcs11-tool --list-objects` shows them as a pair. CKA_MODIFIABLE stays TRUE on key
-// pairs so they can be relabelled (the PIN holder can do anything with the token anyway).
+// CKA_VERIFY=TRUE only — except on tokens that refuse usage flags for the public half
+// (tpm2-pkcs11 derives them from the TPM object and fails C_GenerateKeyPair otherwise): there the
+// public key gets the token's own flags. Both carry the same CKA_LABEL (the name given) and a
+// random 16-byte CKA_ID, so `pkcs11-tool --list-objects` shows them as a pair. CKA_MODIFIABLE stays
+// TRUE on key pairs so they can be relabelled (the PIN holder can do anything with the token
+// anyway).
 //
 // A KeyPair finds its private key again by CKA_ID after the session was reopened; relabelling
 // does not disturb keys already open. Thread-safe: signing runs under the token's session mutex.

@@ -25,11 +25,15 @@
 //   random bytes (named by the record's "seed"), CKA_TOKEN/PRIVATE/SENSITIVE=TRUE,
 //   CKA_EXTRACTABLE=FALSE, CKA_SIGN=TRUE, CKA_VERIFY, ENCRYPT, DECRYPT, WRAP, UNWRAP, DERIVE=FALSE,
 //   CKA_MODIFIABLE=FALSE (rotation = new version + destroy old), CKA_ALLOWED_MECHANISMS={the one
-//   CKM_SHA*_HMAC of its algorithm}. CKA_VALUE = the seed, zero-padded to the digest length when
-//   shorter (SoftHSM refuses HMAC keys shorter than the digest; HMAC pads short keys with zeros to
-//   the block size anyway, RFC 2104 §2, so the MAC is unchanged). Seeds at least as long as the
-//   digest are stored unchanged.
-//
+//   CKM_SHA*_HMAC of its algorithm}. CKA_VALUE = the seed, zero-padded up to the minimum key size
+//   the token declares for that HMAC mechanism (C_GetMechanismInfo; SoftHSM: the digest length)
+//   when shorter and that minimum is within the hash block — HMAC pads short keys with zeros to the
+//   block size anyway (RFC 2104 §2), so the MAC is unchanged. Seeds at least that long are stored
+//   unchanged.
+//   Tokens that refuse C_CreateObject for secret keys (tpm2-pkcs11) get the seed through their
+//   store's import path instead (key_provisioner.h, secret_store.cc ImportSeedOutOfBand): a typed
+//   key (CKK_SHA_1_HMAC / CKK_SHA256_HMAC / CKK_SHA512_HMAC), same label and CKA_ID, the seed as it
+//   is (hashed first when longer than the hash block, as HMAC does).
 // SEALING KEY, a CKO_SECRET_KEY generated in the token (CKM_AES_KEY_GEN, 256 bits):
 //   CKA_LABEL="cakewalk:seal-key", CKA_ID=16 random bytes (records name it by this id),
 //   CKA_TOKEN/PRIVATE/SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_ENCRYPT/DECRYPT=TRUE, SIGN,
@@ -37,6 +41,10 @@
 //   CKA_ALLOWED_MECHANISMS={CKM_AES_GCM}.
 //   AAD of every sealed record: "cakewalk:v1:<connection>:<name>:<version>", so a record copied
 //   to another secret or version fails authentication.
+//   Tokens without AES-GCM (tpm2-pkcs11) seal with "aes-256-cbc-hmac-sha256" instead (sealer.h):
+//   "cakewalk:seal-key:cbc" (AES-256, {CKM_AES_CBC}) and "cakewalk:seal-key:mac" (32-byte HMAC key,
+//   {CKM_SHA256_HMAC}), generated in the token, sharing one CKA_ID that records name in "key";
+//   "sealed" is then base64 of IV(16) || ciphertext || HMAC tag(32).
 //
 // Names: connection and secret names are 1-64 characters from [A-Za-z0-9._-] (so ':' can
 // separate label fields).

@@ -1,6 +1,8 @@
 #include "hsm/secret_store.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <map>
@@ -8,6 +10,7 @@
 
 #include "base/encoding.h"
 #include "base/json.h"
+#include "hsm/key_provisioner.h"
 #include "hsm/layout.h"
 #include "hsm/sealer.h"
 #include "hsm/session.h"
@@ -58,6 +61,101 @@ Mechanism HmacCapability(TotpAlgorithm a) {
       return Mechanism::kSha512Hmac;
   }
   return Mechanism::kSha1Hmac;
+}
+
+// HMAC's block size (RFC 2104 B): 64 bytes for SHA-1 and SHA-256, 128 for SHA-512.
+std::size_t HmacBlockSize(TotpAlgorithm a) { return a == TotpAlgorithm::kSha512 ? 128 : 64; }
+
+// `seed` followed by zero bytes up to `size` (same HMAC for size <= block size, RFC 2104 §2).
+SecretBytes PadSeed(const SecretBytes& seed, std::size_t size) {
+  SecretBytes padded = SecretBytes::Allocate(size);
+  std::span<const std::uint8_t> src = seed.Reveal(SecretAccess::Grant());
+  std::copy(src.begin(), src.end(), padded.RevealMutable(SecretAccess::Grant()).begin());
+  return padded;
+}
+
+// H(seed) for a seed longer than the hash block: HMAC itself uses that instead of such a key
+// (RFC 2104 §2), so every MAC is the same.
+Result<SecretBytes> HashLongSeed(const SecretBytes& seed, TotpAlgorithm a) {
+  const EVP_MD* md = a == TotpAlgorithm::kSha1     ? EVP_sha1()
+                     : a == TotpAlgorithm::kSha256 ? EVP_sha256()
+                                                   : EVP_sha512();
+  SecretBytes out = SecretBytes::Allocate(TotpDigestSize(a));
+  unsigned int len = 0;
+  std::span<const std::uint8_t> in = seed.Reveal(SecretAccess::Grant());
+  if (EVP_Digest(in.data(), in.size(), out.RevealMutable(SecretAccess::Grant()).data(), &len, md,
+                 nullptr) != 1 ||
+      len != out.size()) {
+    ERR_clear_error();
+    return Internal("hashing a long TOTP seed failed");
+  }
+  return out;
+}
+
+// For tokens that refuse C_CreateObject of secret keys (hsm/key_provisioner.h): imports the seed
+// through the token store's own path, then checks that the token shows it under `id` and computes
+// with it. What goes in:
+//   - a seed longer than the hash block (64 bytes for SHA-1/SHA-256, 128 for SHA-512) is replaced
+//     by its hash, exactly as HMAC does (RFC 2104 §2): same codes, and it fits the TPM, which
+//     takes HMAC keys of at most 64 bytes (tpm2_import refuses longer ones). A SHA-512 seed of
+//     65 to 128 bytes therefore cannot be imported (it is refused with the TPM's reason);
+//   - otherwise the seed as it is: tpm2-pkcs11 and the TPM take a 10-byte seed unpadded, which
+//     matches oathtool. Padding is decided by behaviour: only if the token refuses the imported
+//     key as too short (CKR_KEY_SIZE_RANGE) is it imported again, zero-padded to the digest
+//     length (the same MAC, RFC 2104 §2).
+// On return the session is a new one (ChangeOutOfBand): earlier handles are invalid.
+Result<CK_OBJECT_HANDLE> ImportSeedOutOfBand(Session& s, const TotpSeed& seed,
+                                             const std::string& label,
+                                             std::span<const std::uint8_t> id, CK_RV refused) {
+  const std::string why =
+      "the token does not import secret keys through PKCS#11 (C_CreateObject: " +
+      internal::CkrText(refused) + ")";
+  Result<internal::KeyProvisioner*> provisioner = s.Provisioner();
+  if (!provisioner.ok()) return provisioner.status().WithContext(why);
+  const TotpAlgorithm algorithm = seed.params.algorithm;
+  const std::size_t digest = TotpDigestSize(algorithm);
+  SecretBytes hashed;
+  const SecretBytes* key = &seed.key;
+  if (seed.key.size() > HmacBlockSize(algorithm)) {
+    CW_ASSIGN_OR_RETURN(hashed, HashLongSeed(seed.key, algorithm));
+    key = &hashed;
+  }
+  for (int attempt = 0;; ++attempt) {
+    SecretBytes padded;
+    const SecretBytes* value = key;
+    if (attempt > 0) {
+      padded = PadSeed(*key, digest);
+      value = &padded;
+    }
+    CW_RETURN_IF_ERROR(s.ChangeOutOfBand([&](const internal::ProvisionTarget& target) {
+      return (*provisioner)->ImportHmac(target, algorithm, *value, label, id);
+    }));
+    Template find;
+    find.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bool(CKA_TOKEN, true).Bytes(CKA_ID, id);
+    CW_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> keys, s.Find(find, 2));
+    if (keys.size() != 1) {
+      for (CK_OBJECT_HANDLE k : keys) s.Destroy(k).IgnoreError();
+      return FailedPrecondition("the seed imported into " + (*provisioner)->Describe() +
+                                " does not show in the token; is that the store of the token "
+                                "the agent uses?");
+    }
+    // The probe: one MAC over the zero counter, discarded.
+    CK_MECHANISM mechanism{HmacMechanism(algorithm), nullptr, 0};
+    CK_RV rv = CW_SESSION_INVOKE(s, C_SignInit, &mechanism, keys[0]);
+    if (rv == CKR_OK) {
+      std::uint8_t zero[8] = {};
+      std::uint8_t mac[64];
+      CK_ULONG mac_len = sizeof mac;
+      rv = CW_SESSION_INVOKE(s, C_Sign, zero, CK_ULONG{8}, mac, &mac_len);
+      OPENSSL_cleanse(mac, sizeof mac);
+    }
+    if (rv == CKR_OK) return keys[0];
+    s.Destroy(keys[0]).IgnoreError();
+    if (rv == CKR_KEY_SIZE_RANGE && attempt == 0 && key->size() < digest) continue;
+    return internal::CkrStatus(rv, "C_Sign")
+        .WithContext("the seed imported into " + (*provisioner)->Describe() +
+                     " cannot compute TOTP codes");
+  }
 }
 
 std::string TotpScheme(const TotpParams& p) {
@@ -299,19 +397,30 @@ struct SecretStore::Impl {
 
   // Touched only inside token->WithSession (guarded by the token's session mutex).
   std::unique_ptr<internal::Sealer> sealer;
+  std::map<std::string, std::unique_ptr<internal::Sealer>, std::less<>> openers;
   std::map<std::string, TotpEntry, std::less<>> totp_cache;
 
+  // The sealer new records are written with (AES-GCM where the token has it, else CBC + HMAC).
   Result<internal::Sealer*> GetSealer() {
     if (!sealer) {
       Result<std::unique_ptr<internal::Sealer>> made = internal::MakeSealer(token->capabilities());
-      if (!made.ok()) {
-        return made.status().WithContext(
-            "cannot seal secrets in this token (a CBC-PAD + HMAC construction for tokens "
-            "without AES-GCM, such as tpm2-pkcs11, is not implemented yet)");
-      }
+      if (!made.ok()) return made.status().WithContext("cannot seal secrets in this token");
       sealer = std::move(*made);
     }
     return sealer.get();
+  }
+
+  // The sealer that opens records of `scheme` (records keep the scheme they were sealed with).
+  Result<internal::Sealer*> GetSealerFor(std::string_view scheme) {
+    CW_ASSIGN_OR_RETURN(internal::Sealer * writer, GetSealer());
+    if (writer->scheme() == scheme) return writer;
+    auto it = openers.find(scheme);
+    if (it == openers.end()) {
+      CW_ASSIGN_OR_RETURN(std::unique_ptr<internal::Sealer> made,
+                          internal::MakeSealerFor(scheme, token->capabilities()));
+      it = openers.emplace(std::string(scheme), std::move(made)).first;
+    }
+    return it->second.get();
   }
 
   void AuditUsed(std::string_view connection, std::string_view name, std::uint32_t version,
@@ -349,6 +458,10 @@ struct SecretStore::Impl {
     SecretInfo info;
     const SysTime created = std::chrono::floor<std::chrono::seconds>(clock.Now());
     if (const Status done = token->WithSession([&](Session& s) -> Status {
+          CW_ASSIGN_OR_RETURN(internal::Sealer * sealer_ptr, GetSealer());
+          // First: creating the sealing keys may need a new session (out of band, see
+          // hsm/key_provisioner.h), which would invalidate the records' handles.
+          CW_RETURN_IF_ERROR(sealer_ptr->Prepare(s));
           CW_ASSIGN_OR_RETURN(std::vector<Record> records, LoadRecords(s, connection, name));
           for (const Record& r : records) {
             if (r.info.kind != SecretKind::kSealed) {
@@ -356,7 +469,6 @@ struct SecretStore::Impl {
             }
           }
           const std::uint32_t version = NextVersion(records);
-          CW_ASSIGN_OR_RETURN(internal::Sealer * sealer_ptr, GetSealer());
           CW_ASSIGN_OR_RETURN(
               internal::SealedRecord sealed,
               sealer_ptr->Seal(s, value, internal::SealAad(connection, name, version)));
@@ -498,12 +610,14 @@ struct SecretStore::Impl {
             return FailedPrecondition(Describe(connection, name, r->info.version) +
                                       " is a TOTP seed; it cannot be unsealed");
           }
-          CW_ASSIGN_OR_RETURN(internal::Sealer * sealer_ptr, GetSealer());
-          if (r->info.scheme != sealer_ptr->scheme()) {
-            return FailedPrecondition(Describe(connection, name, r->info.version) +
-                                      " was sealed with '" + r->info.scheme +
-                                      "', which this agent cannot open in this token");
+          Result<internal::Sealer*> sealer_for = GetSealerFor(r->info.scheme);
+          if (!sealer_for.ok()) {
+            return FailedPrecondition(
+                Describe(connection, name, r->info.version) + " was sealed with '" +
+                r->info.scheme +
+                "', which this agent cannot open in this token: " + sealer_for.status().message());
           }
+          internal::Sealer* sealer_ptr = *sealer_for;
           Result<SecretBytes> opened = sealer_ptr->Unseal(
               s, r->key_id, r->sealed, internal::SealAad(connection, name, r->info.version));
           if (!opened.ok()) {
@@ -555,18 +669,21 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
                    "TOTP with " + std::string(TotpAlgorithmName(seed.params.algorithm))));
   CW_RETURN_IF_ERROR(caps.Require(Mechanism::kRandom, "object ids"));
 
-  // SoftHSM refuses HMAC keys shorter than the digest (CKR_KEY_SIZE_RANGE at C_SignInit). HMAC
-  // zero-pads any key shorter than the hash block to the block size before use (RFC 2104 §2), so
-  // appending zero bytes up to the digest length (which is below the block size) leaves every
-  // MAC unchanged. Keys at least as long as the digest are stored as they are; in particular a
-  // key longer than the block must never be padded, because HMAC hashes such keys first.
-  const std::size_t digest = TotpDigestSize(seed.params.algorithm);
+  // Short seeds, where the token needs it. SoftHSM refuses HMAC keys shorter than the digest
+  // (CKR_KEY_SIZE_RANGE at C_SignInit) and says so in C_GetMechanismInfo (ulMinKeySize 20 / 32 /
+  // 64 bytes). HMAC zero-pads any key shorter than the hash block to the block size before use
+  // (RFC 2104 §2), so appending zero bytes up to that declared minimum leaves every MAC
+  // unchanged — as long as the minimum is not above the block size. Seeds at least as long as
+  // the minimum are stored as they are; in particular a key longer than the block is never
+  // padded, because HMAC hashes such keys first. Tokens that declare no minimum get the seed
+  // unchanged. (Seeds imported out of band follow ImportSeedOutOfBand's own probe.)
+  const CK_MECHANISM_TYPE mechanism = HmacMechanism(seed.params.algorithm);
+  const std::size_t block = HmacBlockSize(seed.params.algorithm);
+  const std::size_t minimum = impl_->token->MinKeySize(mechanism);
   SecretBytes padded;
   const SecretBytes* value = &seed.key;
-  if (seed.key.size() < digest) {
-    padded = SecretBytes::Allocate(digest);
-    std::span<const std::uint8_t> src = seed.key.Reveal(SecretAccess::Grant());
-    std::copy(src.begin(), src.end(), padded.RevealMutable(SecretAccess::Grant()).begin());
+  if (seed.key.size() < minimum && minimum <= block) {
+    padded = PadSeed(seed.key, minimum);
     value = &padded;
   }
 
@@ -578,7 +695,8 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
         const std::uint32_t version = NextVersion(records);
         std::uint8_t id[internal::kObjectIdBytes];
         CW_RETURN_IF_ERROR(s.Random(id));
-        const CK_MECHANISM_TYPE allowed[] = {HmacMechanism(seed.params.algorithm)};
+        const std::string label = internal::SeedLabel(connection, kTotpSecretName, version);
+        const CK_MECHANISM_TYPE allowed[] = {mechanism};
         Template key;
         key.Ulong(CKA_CLASS, CKO_SECRET_KEY)
             .Ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
@@ -595,10 +713,28 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
             .Bool(CKA_DERIVE, false)
             .Bool(CKA_MODIFIABLE, false)
             .Mechanisms(allowed)
-            .String(CKA_LABEL, internal::SeedLabel(connection, kTotpSecretName, version))
+            .String(CKA_LABEL, label)
             .Bytes(CKA_ID, id)
             .Secret(CKA_VALUE, *value);
-        CW_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE key_handle, s.Create(key));
+        CK_OBJECT_HANDLE key_handle = CK_INVALID_HANDLE;
+        const CK_RV rv = CW_SESSION_INVOKE(s, C_CreateObject, key.data(), key.size(), &key_handle);
+        if (rv == CKR_OK) {
+          s.MarkMutated();
+        } else if (internal::RefusesSecretKeyCreation(rv)) {
+          // The token does not import secret keys through PKCS#11 (tpm2-pkcs11): its store's
+          // own import path, then a new session (key_provisioner.h).
+          CW_ASSIGN_OR_RETURN(key_handle, ImportSeedOutOfBand(s, seed, label, id, rv));
+          // The records' handles belong to the old session; the version must still be free.
+          CW_ASSIGN_OR_RETURN(records, LoadRecords(s, connection, kTotpSecretName));
+          if (NextVersion(records) != version) {
+            s.Destroy(key_handle).IgnoreError();
+            return Unavailable("the TOTP seeds of connection '" + std::string(connection) +
+                               "' changed while the seed was imported; enroll it again");
+          }
+        } else {
+          return internal::CkrStatus(rv, "C_CreateObject")
+              .WithContext("storing the TOTP seed of '" + std::string(connection) + "'");
+        }
 
         Json::Value json = RecordHeader(connection, kTotpSecretName, version, created, "totp");
         json["algorithm"] = std::string(TotpAlgorithmName(seed.params.algorithm));

@@ -118,6 +118,12 @@ Status Session::Random(std::span<std::uint8_t> out) {
   return CW_SESSION_CALL(*this, C_GenerateRandom, out.data(), static_cast<CK_ULONG>(out.size()));
 }
 
+Result<KeyProvisioner*> Session::Provisioner() { return owner_.ProvisionerLocked(); }
+
+Status Session::ChangeOutOfBand(FunctionRef<Status(const ProvisionTarget&)> change) {
+  return owner_.ChangeOutOfBandLocked(*this, change);
+}
+
 // ---- The PIN latch ----------------------------------------------------------------------------
 
 namespace {
@@ -374,11 +380,23 @@ Status TokenCore::DetectCapabilities() {
   }
   set(Mechanism::kRsaPkcs, flagged(CKM_RSA_PKCS, CKF_SIGN));
   set(Mechanism::kRsaPkcsPss, flagged(CKM_RSA_PKCS_PSS, CKF_SIGN));
+  set(Mechanism::kAesCbc, flagged(CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT));
   CK_TOKEN_INFO ti{};
   if (CW_CK_INVOKE(m, C_GetTokenInfo, slot_, &ti) == CKR_OK) {
     set(Mechanism::kRandom, (ti.flags & CKF_RNG) != 0);
   }
+  min_key_sizes_.clear();
+  for (CK_MECHANISM_TYPE hmac : {CKM_SHA_1_HMAC, CKM_SHA256_HMAC, CKM_SHA512_HMAC}) {
+    if (auto mi = info(hmac)) min_key_sizes_.emplace_back(hmac, mi->ulMinKeySize);
+  }
   return Status::Ok();
+}
+
+CK_ULONG TokenCore::MinKeySize(CK_MECHANISM_TYPE mechanism) const noexcept {
+  for (const auto& [m, size] : min_key_sizes_) {
+    if (m == mechanism) return size;
+  }
+  return 0;
 }
 
 Status TokenCore::LoginLocked(CK_SESSION_HANDLE handle) {
@@ -408,7 +426,10 @@ Status TokenCore::LoginLocked(CK_SESSION_HANDLE handle) {
   return CkrStatus(rv, "C_Login").WithContext("token " + name);
 }
 
-Status TokenCore::OpenSessionLocked() {
+Result<std::pair<CK_SESSION_HANDLE, std::uint64_t>> TokenCore::OpenHandleLocked() {
+  // The epoch is read before the session is opened: should the module be initialised again in
+  // between, the session is merely considered stale one call too early.
+  const std::uint64_t epoch = module_->epoch();
   CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
   CW_RETURN_IF_ERROR(CW_CK_CALL(*module_, C_OpenSession, slot_,
                                 CK_FLAGS{CKF_SERIAL_SESSION | CKF_RW_SESSION}, nullptr, nullptr,
@@ -418,23 +439,78 @@ Status TokenCore::OpenSessionLocked() {
   Status status = CW_CK_CALL(*module_, C_GetSessionInfo, handle, &si);
   if (status.ok() && si.state != CKS_RW_USER_FUNCTIONS) status = LoginLocked(handle);
   if (!status.ok()) {
-    CW_CK_INVOKE(*module_, C_CloseSession, handle);
+    module_->InvokeInEpoch(epoch, [&](CK_FUNCTION_LIST& f) { return f.C_CloseSession(handle); });
     return status;
   }
-  session_.emplace(*module_, handle, ++generation_);
+  return std::make_pair(handle, epoch);
+}
+
+Status TokenCore::OpenSessionLocked() {
+  CW_ASSIGN_OR_RETURN(auto opened, OpenHandleLocked());
+  session_.emplace(*this, *module_, opened.first, ++generation_, opened.second);
   return Status::Ok();
 }
 
 void TokenCore::CloseSessionLocked() noexcept {
   if (!session_) return;
-  CW_CK_INVOKE(*module_, C_CloseSession, session_->handle());
+  const CK_SESSION_HANDLE handle = session_->handle();
+  // A session of an earlier epoch is gone already, and its number may now name another session.
+  module_->InvokeInEpoch(session_->epoch(),
+                         [&](CK_FUNCTION_LIST& f) { return f.C_CloseSession(handle); });
   session_.reset();
+}
+
+Result<KeyProvisioner*> TokenCore::ProvisionerLocked() {
+  if (!provisioner_) {
+    Result<std::shared_ptr<KeyProvisioner>> made = DefaultKeyProvisioner();
+    if (!made.ok()) return made.status();
+    provisioner_ = std::move(*made);
+  }
+  return provisioner_.get();
+}
+
+void TokenCore::SetProvisionerForTesting(std::shared_ptr<KeyProvisioner> provisioner) {
+  std::lock_guard lock(mu_);
+  provisioner_ = std::move(provisioner);
+}
+
+Status TokenCore::ChangeOutOfBandLocked(Session& session,
+                                        FunctionRef<Status(const ProvisionTarget&)> change) {
+  session.MarkMutated();
+  CW_RETURN_IF_ERROR(change(ProvisionTarget{info_, pin_}));
+  // The module reads its store again; every session of this module ends with it.
+  Status reinitialised = module_->Reinitialize();
+  if (reinitialised.ok()) reinitialised = FindSlot();  // slot ids may change with it
+  if (!reinitialised.ok()) {
+    session.lost_ = true;
+    return reinitialised;
+  }
+  Result<std::pair<CK_SESSION_HANDLE, std::uint64_t>> opened = OpenHandleLocked();
+  if (!opened.ok()) {
+    session.lost_ = true;
+    return opened.status();
+  }
+  session.handle_ = opened->first;
+  session.epoch_ = opened->second;
+  session.generation_ = ++generation_;
+  session.lost_ = false;
+  return Status::Ok();
+}
+
+Status TokenCore::Refresh() {
+  std::lock_guard lock(mu_);
+  if (closed_) return FailedPrecondition("token '" + info_.label + "' is closed");
+  CloseSessionLocked();
+  return module_->Reinitialize();
 }
 
 Status TokenCore::WithSession(FunctionRef<Status(Session&)> fn) {
   std::lock_guard lock(mu_);
   if (closed_) return FailedPrecondition("token '" + info_.label + "' is closed");
   for (int attempt = 0;; ++attempt) {
+    // The module was initialised again (Refresh, an out-of-band change by another token): this
+    // session ended with it.
+    if (session_ && session_->epoch() != module_->epoch()) session_.reset();
     if (!session_) {
       Status found = FindSlot();
       if (found.ok()) found = OpenSessionLocked();
@@ -442,6 +518,10 @@ Status TokenCore::WithSession(FunctionRef<Status(Session&)> fn) {
     }
     session_->BeginRun();
     Status status = fn(*session_);
+    if (session_->discarded()) {
+      CloseSessionLocked();
+      return status;
+    }
     if (status.ok() || !session_->lost()) return status;
     const bool mutated = session_->mutated();
     CloseSessionLocked();
@@ -488,6 +568,8 @@ std::string_view MechanismName(Mechanism m) noexcept {
       return "CKM_RSA_PKCS_PSS";
     case Mechanism::kRandom:
       return "a random number generator (CKF_RNG)";
+    case Mechanism::kAesCbc:
+      return "CKM_AES_CBC";
   }
   return "an unknown mechanism";
 }
@@ -526,5 +608,6 @@ Result<std::unique_ptr<Token>> Token::Open(Module& module, std::string_view uri,
 const TokenInfo& Token::info() const { return core_->info(); }
 const Capabilities& Token::capabilities() const { return core_->capabilities(); }
 Status Token::Close() { return core_->Close(); }
+Status Token::Refresh() { return core_->Refresh(); }
 
 }  // namespace cakewalk::hsm

@@ -9,6 +9,7 @@
 // private objects when the last session closes).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include "base/status.h"
 #include "hsm/ck.h"
 #include "hsm/function_ref.h"
+#include "hsm/key_provisioner.h"
 #include "hsm/token.h"
 
 struct p11_kit_uri;
@@ -54,27 +56,54 @@ class Template {
   std::vector<CK_ATTRIBUTE> attributes_;
 };
 
+class TokenCore;
+
 class Session {
  public:
-  Session(ModuleCore& module, CK_SESSION_HANDLE handle, std::uint64_t generation) noexcept
-      : module_(module), handle_(handle), generation_(generation) {}
+  Session(TokenCore& owner, ModuleCore& module, CK_SESSION_HANDLE handle, std::uint64_t generation,
+          std::uint64_t epoch) noexcept
+      : owner_(owner), module_(module), handle_(handle), generation_(generation), epoch_(epoch) {}
 
   CK_SESSION_HANDLE handle() const noexcept { return handle_; }
   std::uint64_t generation() const noexcept { return generation_; }
+  // The module epoch (ModuleCore::epoch) the session was opened in.
+  std::uint64_t epoch() const noexcept { return epoch_; }
   // True once a call reported that the session is gone (IsSessionLoss).
   bool lost() const noexcept { return lost_; }
   // True once a call that changes token objects succeeded in the current WithSession run.
   bool mutated() const noexcept { return mutated_; }
-  void BeginRun() noexcept { mutated_ = false; }
+  void BeginRun() noexcept {
+    mutated_ = false;
+    discard_ = false;
+  }
   void MarkMutated() noexcept { mutated_ = true; }
+  // Closes the session once the current WithSession run ends (without running it again). For
+  // failed cryptographic calls: some modules leave the operation active after an error
+  // (tpm2-pkcs11 does), so that every later C_*Init in the session fails with
+  // CKR_OPERATION_ACTIVE.
+  void DiscardAfterRun() noexcept { discard_ = true; }
+  bool discarded() const noexcept { return discard_; }
 
-  // The choke point for session calls: fn(functions, session handle) -> CK_RV.
+  // The choke point for session calls: fn(functions, session handle) -> CK_RV. A session of an
+  // earlier module epoch is never passed to the module (CKR_SESSION_HANDLE_INVALID instead).
   template <class Fn>
   CK_RV Invoke(Fn&& fn) noexcept {
-    const CK_RV rv = module_.Invoke([&](CK_FUNCTION_LIST& f) { return fn(f, handle_); });
+    const CK_RV rv =
+        module_.InvokeInEpoch(epoch_, [&](CK_FUNCTION_LIST& f) { return fn(f, handle_); });
     if (IsSessionLoss(rv)) lost_ = true;
     return rv;
   }
+
+  // For secret keys the token will not create through PKCS#11 (key_provisioner.h): the
+  // provisioner for this token, created on first use (kFailedPrecondition when none is
+  // configured).
+  Result<KeyProvisioner*> Provisioner();
+  // Runs `change` (it adds keys to the token's store out of band), then makes the module read its
+  // objects again (ModuleCore::Reinitialize) and continues on a new, logged-in session of the
+  // same token: this Session object stays valid, but its handle and generation() change, so every
+  // object handle found before is invalid. Counts as a change (mutated()). `change` gets the
+  // token's description and the user PIN.
+  Status ChangeOutOfBand(FunctionRef<Status(const ProvisionTarget&)> change);
 
   // Typed helpers over Invoke.
   // Every object matching `tmpl` (at most `limit`).
@@ -88,11 +117,16 @@ class Session {
   Status Random(std::span<std::uint8_t> out);
 
  private:
+  friend class TokenCore;
+
+  TokenCore& owner_;
   ModuleCore& module_;
-  const CK_SESSION_HANDLE handle_;
-  const std::uint64_t generation_;
+  CK_SESSION_HANDLE handle_;
+  std::uint64_t generation_;
+  std::uint64_t epoch_;
   bool lost_ = false;
   bool mutated_ = false;
+  bool discard_ = false;
 };
 
 class TokenCore {
@@ -105,6 +139,13 @@ class TokenCore {
 
   const TokenInfo& info() const noexcept { return info_; }
   const Capabilities& capabilities() const noexcept { return capabilities_; }
+  // The smallest key the module says `mechanism` takes (C_GetMechanismInfo ulMinKeySize, bytes
+  // for HMAC), 0 when it says nothing. Filled for CKM_SHA_1_HMAC, CKM_SHA256_HMAC, CKM_SHA512_HMAC.
+  CK_ULONG MinKeySize(CK_MECHANISM_TYPE mechanism) const noexcept;
+  // Learned from a refusal: C_GenerateKeyPair fails when the public key's usage flags are in the
+  // template (tpm2-pkcs11 derives them itself). Later key pairs leave them out at once.
+  bool public_usages_refused() const noexcept { return public_usages_refused_.load(); }
+  void set_public_usages_refused() noexcept { public_usages_refused_ = true; }
 
   // Runs fn(session) under the token mutex. When fn fails because the session was lost and fn
   // changed nothing on the token, reopens the session (logging in again if needed) and runs fn
@@ -112,16 +153,30 @@ class TokenCore {
   // gets a fresh session.
   Status WithSession(FunctionRef<Status(Session&)> fn);
 
+  // Token::Refresh: re-initialises the module so that objects added by other processes become
+  // visible; the next WithSession opens a new session.
+  Status Refresh();
+
+  // Replaces the key provisioner (tests: a provisioner that records or fails).
+  void SetProvisionerForTesting(std::shared_ptr<KeyProvisioner> provisioner);
+
   Status Close();
 
  private:
   TokenCore(std::shared_ptr<ModuleCore> module, p11_kit_uri* uri, SecretBytes pin);
 
+  friend class Session;
+
   Status FindSlot();
+  // A new logged-in session handle (and the module epoch it belongs to).
+  Result<std::pair<CK_SESSION_HANDLE, std::uint64_t>> OpenHandleLocked();
   Status OpenSessionLocked();
   void CloseSessionLocked() noexcept;
   Status LoginLocked(CK_SESSION_HANDLE handle);
   Status DetectCapabilities();
+  Result<KeyProvisioner*> ProvisionerLocked();
+  Status ChangeOutOfBandLocked(Session& session,
+                               FunctionRef<Status(const ProvisionTarget&)> change);
 
   std::shared_ptr<ModuleCore> module_;
   p11_kit_uri* uri_;
@@ -134,6 +189,9 @@ class TokenCore {
   Capabilities capabilities_;
   std::optional<Session> session_;
   std::uint64_t generation_ = 0;
+  std::shared_ptr<KeyProvisioner> provisioner_;
+  std::vector<std::pair<CK_MECHANISM_TYPE, CK_ULONG>> min_key_sizes_;
+  std::atomic<bool> public_usages_refused_{false};
 };
 
 struct TokenAccess {

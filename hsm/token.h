@@ -51,6 +51,9 @@ struct TokenInfo {
 };
 
 // What the agent needs from a token, detected with C_GetMechanismList / C_GetMechanismInfo.
+// A listed mechanism is what the module claims; where modules claim more than they do (tpm2-pkcs11
+// lists CKM_AES_KEY_GEN but refuses C_GenerateKey), hsm/ also adapts to the refusal itself (see
+// hsm/key_provisioner.h), never to the module's name.
 enum class Mechanism {
   kAesKeyGen,      // CKM_AES_KEY_GEN, 256-bit keys: the sealing key
   kAesGcm,         // CKM_AES_GCM encrypt + decrypt: sealing passwords and tokens
@@ -63,8 +66,9 @@ enum class Mechanism {
   kRsaPkcs,        // CKM_RSA_PKCS sign
   kRsaPkcsPss,     // CKM_RSA_PKCS_PSS sign
   kRandom,         // C_GenerateRandom (CKF_RNG)
+  kAesCbc,         // CKM_AES_CBC encrypt + decrypt: sealing where the token has no AES-GCM
 };
-inline constexpr int kMechanismCount = 11;
+inline constexpr int kMechanismCount = 12;
 
 // "CKM_AES_GCM" (or "random number generator (CKF_RNG)").
 std::string_view MechanismName(Mechanism m) noexcept;
@@ -101,6 +105,14 @@ class Token {
   // Closes the session (no C_Logout, see module.h) and wipes the PIN. Idempotent; later uses of
   // this token and of stores and keys opened from it fail with kFailedPrecondition.
   Status Close();
+
+  // Makes objects that other processes added or removed since the module was loaded visible.
+  // Some modules read their object store only in C_Initialize (tpm2-pkcs11 does: a key or secret
+  // that `cakewalk-agent secret set` stores from another process stays invisible to a running
+  // agent until then), so this finalises and initialises the module again. Every Token, store and
+  // key opened from the module continues transparently on a new session; operations in flight
+  // on other threads are retried once. SoftHSM and HSMs do not need it (harmless there).
+  Status Refresh();
 
  private:
   friend struct internal::TokenAccess;
