@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   // A test that forgets to create its own token must fail, not find the system one.
   setenv("SOFTHSM2_CONF", "/nonexistent/cakewalk-tests-create-their-own-softhsm2.conf", 1);
   setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/cakewalk-tests-start-their-own-bus", 1);
+  // Nor a tpm2-pkcs11 store in $HOME, nor a real TPM.
+  setenv("TPM2_PKCS11_STORE", "/nonexistent/cakewalk-tests-start-their-own-tpm2-store", 1);
+  setenv("TPM2_PKCS11_TCTI", "swtpm:host=127.0.0.1,port=1", 1);
+  setenv("TPM2TOOLS_TCTI", "swtpm:host=127.0.0.1,port=1", 1);
   for (const char* var : {"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy",
                           "NO_PROXY", "all_proxy", "ALL_PROXY", "CREDENTIALS_DIRECTORY",
                           "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}) {
