@@ -9,6 +9,8 @@
 #include "agent/executor.h"
 #include "agent/heartbeat.h"
 #include "agent/identity.h"
+#include "agent/jira_connection.h"
+#include "agent/jira_executors.h"
 #include "agent/job_loop.h"
 #include "agent/journal.h"
 #include "agent/jws.h"
@@ -284,11 +286,12 @@ Status RunDaemon(const Config& initial, CliIo io) {
       },
       SystemClock());
 
+  // The Jira job types run through the connector, one long-lived connection per configured
+  // Jira (sessions and tokens are reused between jobs). jira.access_sync and secret.rotate have no
+  // executor in this build: they are rejected as unknown_type.
+  auto jira = std::make_unique<JiraConnections>(token->secrets(), initial.state_dir);
   ExecutorRegistry executors;
-  // Until the Jira connector's executors are wired in, jira.connection.verify answers honestly
-  // (credentials_missing, or jira_unavailable: not contacted) and other types are unknown.
-  CW_RETURN_IF_ERROR(executors.Register(std::string(kJobTypeVerify),
-                                        MakeVerifyWithoutConnector(&token->secrets())));
+  CW_RETURN_IF_ERROR(RegisterJiraExecutors(executors, *jira));
 
   ConnectionHealth health;
   Publisher publisher(notifier, *identity);
@@ -383,6 +386,7 @@ Status RunDaemon(const Config& initial, CliIo io) {
   publisher.SetLoop(nullptr);
   heartbeat.reset();
   loop.reset();
+  jira.reset();  // after the workers that used it, before the token its credentials read
   events.reset();
   renewer.reset();
   link.reset();  // its transports hold token keys: before the token goes

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <array>
 
-#include "hsm/secret_store.h"
-
 namespace cakewalk::agent {
 namespace {
 
@@ -48,50 +46,6 @@ std::string OneLine(std::string_view text) {
   }
   return out;
 }
-
-class VerifyWithoutConnector final : public Executor {
- public:
-  explicit VerifyWithoutConnector(hsm::SecretStore* secrets) : secrets_(secrets) {}
-
-  Result<Json::Value> Run(JobContext& job) override {
-    CW_RETURN_IF_ERROR(CheckParams(job.params, {}));
-    const std::vector<std::string> needed = RequiredSecrets(job.connection);
-    if (secrets_ == nullptr) {
-      return Status(Code::kUnavailable, "the token's secret store is not open",
-                    "token_unavailable");
-    }
-    auto listed = secrets_->List();
-    if (!listed.ok()) {
-      return Status(Code::kUnavailable,
-                    "could not list the token's secrets: " + listed.status().message(),
-                    "token_unavailable");
-    }
-    std::vector<std::string> missing;
-    for (const std::string& name : needed) {
-      const bool present = std::any_of(listed->begin(), listed->end(), [&](const auto& info) {
-        return info.connection == job.connection.name && info.name == name &&
-               info.state == hsm::SecretState::kCurrent;
-      });
-      if (!present) missing.push_back(name);
-    }
-    if (!missing.empty()) {
-      std::string names;
-      for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
-      return Status(Code::kFailedPrecondition,
-                    "connection " + job.connection.name + " has no current " + names +
-                        " in the token; store it with 'cakewalk-agent secret set " +
-                        job.connection.name + " " + missing.front() + "'",
-                    "credentials_missing");
-    }
-    return Status(Code::kFailedPrecondition,
-                  "this agent build has no Jira connector: connection " + job.connection.name +
-                      " was not contacted",
-                  "jira_unavailable");
-  }
-
- private:
-  hsm::SecretStore* secrets_;
-};
 
 }  // namespace
 
@@ -187,10 +141,6 @@ std::vector<std::string> RequiredSecrets(const ConnectionConfig& connection) {
     }
   }
   return out;
-}
-
-std::shared_ptr<Executor> MakeVerifyWithoutConnector(hsm::SecretStore* secrets) {
-  return std::make_shared<VerifyWithoutConnector>(secrets);
 }
 
 }  // namespace cakewalk::agent

@@ -7,7 +7,7 @@
 // kDeadlineExceeded) says whether the control plane may retry. A failure without a known code is
 // reported as `internal`.
 //
-// A Jira executor registers like this (agent/daemon.cc does it once the connector exists):
+// The Jira executors (agent/jira_executors.h) register like this, in agent/daemon.cc:
 //
 //   class ProvisionExecutor final : public agent::Executor {
 //    public:
@@ -45,10 +45,6 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/status.h"
-
-namespace cakewalk::hsm {
-class SecretStore;
-}
 
 namespace cakewalk::agent {
 
@@ -140,11 +136,5 @@ Status CheckParams(const Json::Value& params, const std::set<std::string, std::l
 // The token secrets a connection needs for provisioning (else access sync): e.g. "password" and
 // "totp" for a Data Center connection with TOTP. Names as `cakewalk-agent secret set` uses them.
 std::vector<std::string> RequiredSecrets(const ConnectionConfig& connection);
-
-// Stand-in for jira.connection.verify until the Jira connector is built in: it never contacts
-// Jira and never claims success. It fails with credentials_missing when a secret the connection
-// needs has no current version in the token (checked with SecretStore::List, metadata only), and
-// otherwise with jira_unavailable (not retryable) saying that this build cannot reach Jira.
-std::shared_ptr<Executor> MakeVerifyWithoutConnector(hsm::SecretStore* secrets);
 
 }  // namespace cakewalk::agent

@@ -11,11 +11,41 @@
 
 namespace cakewalk::testing {
 
+Result<std::unique_ptr<ServedJira>> ServedJira::Start(const std::string& admin_password,
+                                                      FakeJiraOptions options) {
+  std::unique_ptr<ServedJira> s(new ServedJira());
+  s->ca_ = TestCa::Create("Cakewalk Test Jira CA");
+  if (s->ca_ == nullptr) return Internal("test CA creation failed");
+  s->ca_pem_ = s->ca_->cert_pem();
+  CW_ASSIGN_OR_RETURN(KeyAndCert leaf, s->ca_->Issue({}));
+  s->jira_ = std::make_unique<FakeJira>(std::move(options));
+  NewUser admin;
+  admin.username = "svc-cakewalk";
+  admin.email = "svc-cakewalk@corp.example";
+  admin.display_name = "Cakewalk Agent";
+  admin.password = admin_password;
+  admin.groups = {"jira-administrators", "jira-software-users"};
+  CW_RETURN_IF_ERROR(s->jira_->AddUser(admin).status());
+  ServerOptions so;
+  so.certificate_chain_pem = leaf.chain_pem;
+  so.private_key_pem = leaf.key_pem;
+  FakeJira* jira = s->jira_.get();
+  s->server_ = FakeHttpsServer::Start(so, [jira](const HttpRequest& r) { return jira->Handle(r); });
+  if (s->server_ == nullptr) return Internal("could not serve the fake Jira");
+  return s;
+}
+
 Result<std::unique_ptr<AgentHome>> AgentHome::Create(RunningControlPlane& cp,
                                                      AgentHomeOptions options) {
   std::unique_ptr<AgentHome> home(new AgentHome());
   CW_ASSIGN_OR_RETURN(home->hsm_, SoftHsm::Create("cakewalk-agent"));
   WriteFile(home->dir() / "cp-ca.pem", cp.server_ca_pem(), 0644);
+  std::string jira = R"("base_url": "https://jira.example.test")";
+  if (options.jira != nullptr) {
+    WriteFile(home->dir() / "jira-ca.pem", options.jira->ca_pem(), 0644);
+    jira = R"("base_url": ")" + options.jira->base_url() + R"(", "ca_file": ")" +
+           (home->dir() / "jira-ca.pem").string() + "\"";
+  }
   const std::string config =
       R"({
     "state_dir": ")" +
@@ -31,9 +61,8 @@ Result<std::unique_ptr<AgentHome>> AgentHome::Create(RunningControlPlane& cp,
       std::to_string(options.poll_wait_seconds) + R"(, "shutdown_grace_seconds": )" +
       std::to_string(options.shutdown_grace_seconds) + R"(},
     "connections": [
-      {"name": "jira-prod", "type": "jira-datacenter", "base_url": "https://jira.example.test",
-       )" +
-      options.connection_extra + R"(}
+      {"name": "jira-prod", "type": "jira-datacenter", )" +
+      jira + ",\n       " + options.connection_extra + R"(}
     ]})";
   WriteFile(home->config_path(), config, 0600);
 

@@ -12,11 +12,32 @@
 #include "agent/journal.h"
 #include "base/status.h"
 #include "tests/fakes/control_plane/running_control_plane.h"
+#include "tests/fakes/https_server.h"
+#include "tests/fakes/jira/fake_jira.h"
+#include "tests/support/pki.h"
 #include "tests/support/softhsm.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
 namespace cakewalk::testing {
+
+// A FakeJira (Data Center) served over TLS by a run-time test CA, with the agent's provisioning
+// account `svc-cakewalk` (a Jira administrator) whose password the test chooses.
+class ServedJira {
+ public:
+  static Result<std::unique_ptr<ServedJira>> Start(const std::string& admin_password,
+                                                   FakeJiraOptions options = {});
+  FakeJira& jira() { return *jira_; }
+  std::string base_url() const { return server_->base_url(); }
+  const std::string& ca_pem() const { return ca_pem_; }
+
+ private:
+  ServedJira() = default;
+  std::unique_ptr<TestCa> ca_;
+  std::string ca_pem_;
+  std::unique_ptr<FakeJira> jira_;
+  std::unique_ptr<FakeHttpsServer> server_;
+};
 
 struct AgentHomeOptions {
   int max_concurrent = 4;
@@ -25,6 +46,9 @@ struct AgentHomeOptions {
   // Extra members of the first connection (e.g. a provisioning section).
   std::string connection_extra =
       R"("provisioning": {"auth": "password", "username": "svc-cakewalk"})";
+  // The Jira the connection points at (its CA is trusted through the connection's ca_file);
+  // null: https://jira.example.test, which does not resolve.
+  const ServedJira* jira = nullptr;
 };
 
 class AgentHome {

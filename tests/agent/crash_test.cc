@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <map>
 #include <random>
 #include <set>
 
@@ -27,24 +28,58 @@ class CrashTest : public ::testing::Test {
     auto cp = RunningControlPlane::Start(o);
     ASSERT_TRUE(cp.ok()) << cp.status().ToString();
     cp_ = std::move(cp).value();
+    const std::string password = "correct horse battery staple";
+    auto jira = ServedJira::Start(password);
+    ASSERT_TRUE(jira.ok()) << jira.status().ToString();
+    jira_ = std::move(jira).value();
+    for (int i = 0; i < 60; ++i) {
+      NewUser u;
+      u.username = User(i);
+      u.email = User(i) + "@corp.example";
+      u.display_name = "User " + std::to_string(i);
+      ASSERT_TRUE(jira_->jira().AddUser(u).ok());
+    }
     AgentHomeOptions options;
     options.max_concurrent = 2;
+    options.jira = jira_.get();
     auto home = AgentHome::Create(*cp_, options);
     ASSERT_TRUE(home.ok()) << home.status().ToString();
     home_ = std::move(home).value();
+    ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password).ok());
   }
+
+  static std::string User(int i) { return "user" + std::to_string(100 + i); }
 
   void TearDown() override {
     if (HasFailure()) std::cerr << "--- agent log ---\n" << home_->Log();
   }
 
-  std::string EnqueueVerify() {
+  // Adds the next seeded user to jira-software-users (a mutating, idempotent job).
+  std::string EnqueueAddMember() {
     JobSpec spec;
-    spec.type = "jira.connection.verify";
+    spec.type = "jira.group.add_member";
     spec.connection = "jira-prod";
+    spec.params["user"]["username"] = User(next_user_++);
+    spec.params["group"] = "jira-software-users";
     auto id = cp_->fake().EnqueueJob(spec);
     EXPECT_TRUE(id.ok());
     return id.ok() ? *id : std::string();
+  }
+
+  // Jira changed exactly what the jobs asked for, once each: every user is a member, added by
+  // exactly one mutation, however often a job ran.
+  void CheckJira() {
+    std::map<std::string, int> added;
+    for (const auto& m : jira_->jira().Mutations()) {
+      if (m.kind == "group_member_added") ++added[m.label];
+    }
+    const auto members = jira_->jira().GroupMemberIds("jira-software-users");
+    for (int i = 0; i < next_user_; ++i) {
+      EXPECT_EQ(added[User(i)], 1) << User(i);
+      const auto truth = jira_->jira().FindUser(User(i));
+      ASSERT_TRUE(truth.has_value());
+      EXPECT_NE(std::find(members.begin(), members.end(), truth->id), members.end()) << User(i);
+    }
   }
 
   void Kill(Child& agent) {
@@ -115,7 +150,9 @@ class CrashTest : public ::testing::Test {
   }
 
   std::unique_ptr<RunningControlPlane> cp_;
+  std::unique_ptr<ServedJira> jira_;
   std::unique_ptr<AgentHome> home_;
+  int next_user_ = 0;
 };
 
 TEST_F(CrashTest, KilledAfterTheResultWasAcceptedButBeforeTheJournalKnew) {
@@ -125,7 +162,7 @@ TEST_F(CrashTest, KilledAfterTheResultWasAcceptedButBeforeTheJournalKnew) {
   delay.delay = 5s;
   cp_->fake().QueueFault(delay, 1, Endpoint::kResult);
   Child agent = home_->Start();
-  const std::string id = EnqueueVerify();
+  const std::string id = EnqueueAddMember();
   ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
   Kill(agent);
   RunToCompletion({id});
@@ -134,6 +171,7 @@ TEST_F(CrashTest, KilledAfterTheResultWasAcceptedButBeforeTheJournalKnew) {
   EXPECT_EQ(job->result_deliveries[0].outcome, "accepted");
   EXPECT_EQ(job->result_deliveries[1].outcome, "duplicate") << "the same result, sent again";
   CheckInvariants({id});
+  CheckJira();
   auto journal = home_->OpenJournal();
   ASSERT_TRUE(journal.ok());
   EXPECT_EQ((*journal)->Find(id).value()->runs, 1) << "never run twice";
@@ -143,7 +181,7 @@ TEST_F(CrashTest, OwedResultsSurviveAKillAndGoOutInOrder) {
   cp_->fake().QueueFault(ControlPlaneFault::Status(503), 100000, Endpoint::kResult);
   Child agent = home_->Start();
   std::vector<std::string> ids;
-  for (int i = 0; i < 6; ++i) ids.push_back(EnqueueVerify());
+  for (int i = 0; i < 6; ++i) ids.push_back(EnqueueAddMember());
   // Every job finished and its result was journaled before the kill (the agent logs a finished
   // job after journaling it). Results go out strictly in order, so only the first is being
   // retried.
@@ -151,7 +189,7 @@ TEST_F(CrashTest, OwedResultsSurviveAKillAndGoOutInOrder) {
       [&] {
         const std::string log = home_->Log();
         for (const auto& id : ids) {
-          if (log.find("job " + id + " (jira.connection.verify) failed") == std::string::npos) {
+          if (log.find("job " + id + " (jira.group.add_member) succeeded") == std::string::npos) {
             return false;
           }
         }
@@ -162,6 +200,7 @@ TEST_F(CrashTest, OwedResultsSurviveAKillAndGoOutInOrder) {
   for (const auto& id : ids) EXPECT_NE(cp_->fake().Job(id)->state, JobState::kFinished);
   RunToCompletion(ids);
   CheckInvariants(ids);
+  CheckJira();
   // Delivered in the order they were queued (a re-delivery re-queues a stored result at the end).
   auto journal = home_->OpenJournal();
   ASSERT_TRUE(journal.ok());
@@ -190,11 +229,19 @@ TEST_F(CrashTest, OwedResultsSurviveAKillAndGoOutInOrder) {
 TEST_F(CrashTest, RandomKillsLoseNothingAndRunNothingTwiceWithoutReason) {
   std::mt19937 rng(20261204);
   std::vector<std::string> ids;
+  // Each membership change takes a while and is done before Jira answers: kills land while jobs
+  // run, and after Jira changed but before the agent heard.
+  FaultRule slow_jira;
+  slow_jira.method = "POST";
+  slow_jira.path_contains = "/group/user";
+  slow_jira.count = -1;
+  slow_jira.transport = Fault{Fault::kDelay, 500ms};
+  jira_->jira().QueueFault(slow_jira);
   for (int round = 0; round < 14; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     // New work every round, and misbehaviour that widens the windows: answers lost after the
     // work was done, slow answers, results refused for a while.
-    for (int i = 0; i < 3; ++i) ids.push_back(EnqueueVerify());
+    for (int i = 0; i < 3; ++i) ids.push_back(EnqueueAddMember());
     cp_->fake().ClearFaults();
     switch (round % 4) {
       case 0:
@@ -224,19 +271,26 @@ TEST_F(CrashTest, RandomKillsLoseNothingAndRunNothingTwiceWithoutReason) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms(rng)));
     Kill(agent);
   }
+  jira_->jira().ClearFaults();
   RunToCompletion(ids);
   CheckInvariants(ids);
-  // The kills landed in the interesting places: results sent again, jobs delivered again.
+  CheckJira();
+  // The kills landed in the interesting places: jobs interrupted while running (and run again),
+  // results sent again, jobs delivered again.
   int resent = 0;
   int redelivered = 0;
+  int rerun = 0;
+  auto journal = home_->OpenJournal();
+  ASSERT_TRUE(journal.ok());
   for (const auto& id : ids) {
     auto job = cp_->fake().Job(id);
     if (job->result_deliveries.size() > 1) ++resent;
     if (job->leases.size() > 1) ++redelivered;
+    if ((*journal)->Find(id).value()->runs > 1) ++rerun;
   }
-  std::cerr << ids.size() << " jobs: " << resent << " had their result sent again, " << redelivered
-            << " were delivered again\n";
-  EXPECT_GE(resent + redelivered, 1) << "no kill hit a job in flight; the test proved nothing";
+  std::cerr << ids.size() << " jobs: " << rerun << " interrupted and run again, " << resent
+            << " had their result sent again, " << redelivered << " were delivered again\n";
+  EXPECT_GE(rerun, 1) << "no kill hit a running job; the test proved little";
 }
 
 }  // namespace

@@ -25,9 +25,16 @@ class RunTest : public ::testing::Test {
     auto cp = RunningControlPlane::Start(o);
     ASSERT_TRUE(cp.ok()) << cp.status().ToString();
     cp_ = std::move(cp).value();
-    auto home = AgentHome::Create(*cp_);
+    password_ = MakeCanary("jira-password");
+    auto jira = ServedJira::Start(password_);
+    ASSERT_TRUE(jira.ok()) << jira.status().ToString();
+    jira_ = std::move(jira).value();
+    AgentHomeOptions options;
+    options.jira = jira_.get();
+    auto home = AgentHome::Create(*cp_, options);
     ASSERT_TRUE(home.ok()) << home.status().ToString();
     home_ = std::move(home).value();
+    cp_->fake().AddForbiddenValue(password_);
   }
 
   void TearDown() override {
@@ -37,15 +44,30 @@ class RunTest : public ::testing::Test {
     if (HasFailure()) std::cerr << "--- agent log ---\n" << home_->Log();
   }
 
-  std::string EnqueueVerify() {
+  std::string Enqueue(const std::string& type,
+                      Json::Value params = Json::Value(Json::objectValue)) {
     JobSpec spec;
-    spec.type = "jira.connection.verify";
+    spec.type = type;
     spec.connection = "jira-prod";
+    spec.params = std::move(params);
     auto id = cp_->fake().EnqueueJob(spec);
     EXPECT_TRUE(id.ok());
     return id.ok() ? *id : std::string();
   }
+  std::string EnqueueVerify() { return Enqueue("jira.connection.verify"); }
 
+  // Nothing of the Jira password left the token: not to the control plane (the fake flags any
+  // request carrying it), not into heartbeats, logs or the state folder.
+  void ExpectPasswordNowhere() {
+    for (const auto& hb : cp_->fake().Heartbeats()) {
+      EXPECT_TRUE(FindCanaryIn(password_, hb.body, "heartbeat").empty());
+    }
+    EXPECT_TRUE(FindCanaryIn(password_, home_->Log(), "agent log").empty());
+    EXPECT_TRUE(FindCanaryInTree(password_, home_->state_dir()).empty());
+  }
+
+  std::string password_;
+  std::unique_ptr<ServedJira> jira_;
   std::unique_ptr<RunningControlPlane> cp_;
   std::unique_ptr<AgentHome> home_;
 };
@@ -73,9 +95,7 @@ TEST_F(RunTest, RunsJobsAndStopsWithExitZeroOnSigterm) {
 }
 
 TEST_F(RunTest, HeartbeatIsMetadataOnly) {
-  const std::string password = MakeCanary("password");
-  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password).ok());
-  cp_->fake().AddForbiddenValue(password);
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
   Child agent = home_->Start();
   ASSERT_TRUE(cp_->fake().WaitForHeartbeats(1, 20s));
   const std::string id = EnqueueVerify();
@@ -87,7 +107,6 @@ TEST_F(RunTest, HeartbeatIsMetadataOnly) {
   ASSERT_FALSE(beats.empty());
   for (const auto& hb : beats) {
     EXPECT_TRUE(hb.accepted) << hb.problem;
-    EXPECT_TRUE(FindCanaryIn(password, hb.body, "heartbeat").empty());
   }
   auto body = ParseJson(beats.front().body, "heartbeat");
   ASSERT_TRUE(body.ok());
@@ -102,13 +121,39 @@ TEST_F(RunTest, HeartbeatIsMetadataOnly) {
   EXPECT_EQ((*body)["secrets"][0]["name"].asString(), "password");
   EXPECT_EQ((*body)["secrets"][0]["version"].asInt(), 1);
   EXPECT_TRUE((*body)["secrets"][0]["created_at"].isString());
-  // The verify job found the password but this build cannot reach Jira: it says so.
+  // The verify job logged in to Jira with the password from the token.
   Json::Value result = cp_->fake().Job(id)->result;
-  EXPECT_EQ(result["error"]["code"].asString(), "jira_unavailable");
-  EXPECT_THAT(result["error"]["message"].asString(), HasSubstr("not contacted"));
-  // Nothing in the token's canary reached the logs or the state folder either.
-  EXPECT_TRUE(FindCanaryIn(password, home_->Log(), "agent log").empty());
-  EXPECT_TRUE(FindCanaryInTree(password, home_->state_dir()).empty());
+  EXPECT_EQ(result["status"].asString(), "succeeded") << WriteJson(result);
+  EXPECT_TRUE(result["output"]["admin"].asBool());
+  EXPECT_EQ(result["output"]["account"]["username"].asString(), "svc-cakewalk");
+  ExpectPasswordNowhere();
+}
+
+TEST_F(RunTest, AMutatingJobRunsAgainstJiraAndARepeatChangesNothing) {
+  NewUser alice;
+  alice.username = "alice";
+  alice.email = "alice@corp.example";
+  alice.display_name = "Alice";
+  ASSERT_TRUE(jira_->jira().AddUser(alice).ok());
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  Child agent = home_->Start();
+  Json::Value params(Json::objectValue);
+  params["user"]["username"] = "alice";
+  params["group"] = "jira-software-users";
+  const std::string first = Enqueue("jira.group.add_member", params);
+  ASSERT_TRUE(cp_->fake().WaitForJobState(first, JobState::kFinished, 30s));
+  const std::string second = Enqueue("jira.group.add_member", params);
+  ASSERT_TRUE(cp_->fake().WaitForJobState(second, JobState::kFinished, 30s));
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  EXPECT_TRUE(cp_->fake().Job(first)->result["output"]["changed"].asBool());
+  EXPECT_FALSE(cp_->fake().Job(second)->result["output"]["changed"].asBool());
+  int added = 0;
+  for (const auto& m : jira_->jira().Mutations()) {
+    if (m.kind == "group_member_added" && m.label == "alice") ++added;
+  }
+  EXPECT_EQ(added, 1);
+  ExpectPasswordNowhere();
 }
 
 TEST_F(RunTest, UndeliveredResultsSurviveAStopAndAreSentAfterTheRestart) {
