@@ -59,7 +59,8 @@ Result<std::unique_ptr<AgentHome>> AgentHome::Create(RunningControlPlane& cp,
     "jobs": {"max_concurrent": )" +
       std::to_string(options.max_concurrent) + R"(, "poll_wait_seconds": )" +
       std::to_string(options.poll_wait_seconds) + R"(, "shutdown_grace_seconds": )" +
-      std::to_string(options.shutdown_grace_seconds) + R"(},
+      std::to_string(options.shutdown_grace_seconds) + R"(, "timeout_seconds": )" +
+      std::to_string(options.timeout_seconds) + R"(},
     "connections": [
       {"name": "jira-prod", "type": "jira-datacenter", )" +
       jira + ",\n       " + options.connection_extra + R"(}
@@ -90,8 +91,8 @@ Status AgentHome::PutSecret(const std::string& connection, const std::string& na
   return token->secrets().Put(connection, name, SecretBytes::CopyOf(value)).status();
 }
 
-Child AgentHome::Start() const {
-  return Child::Spawn({CAKEWALK_AGENT_BINARY, "--config", config_path().string(), "run"}, {},
+Child AgentHome::Start(const std::vector<std::string>& env) const {
+  return Child::Spawn({CAKEWALK_AGENT_BINARY, "--config", config_path().string(), "run"}, env,
                       log_path().string());
 }
 

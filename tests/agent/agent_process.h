@@ -43,6 +43,7 @@ struct AgentHomeOptions {
   int max_concurrent = 4;
   int poll_wait_seconds = 1;
   int shutdown_grace_seconds = 5;
+  int timeout_seconds = 600;
   // Extra members of the first connection (e.g. a provisioning section).
   std::string connection_extra =
       R"("provisioning": {"auth": "password", "username": "svc-cakewalk"})";
@@ -69,8 +70,9 @@ class AgentHome {
   Status PutSecret(const std::string& connection, const std::string& name,
                    const std::string& value);
 
-  // `cakewalk-agent --config ... run`, standard error appended to log_path().
-  Child Start() const;
+  // `cakewalk-agent --config ... run`, standard error appended to log_path(); `env` adds or
+  // replaces environment variables ("NAME=value").
+  Child Start(const std::vector<std::string>& env = {}) const;
   // Everything the agent processes logged so far.
   std::string Log() const;
 

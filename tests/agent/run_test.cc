@@ -1,7 +1,8 @@
-// `cakewalk-agent run`, the real binary, against the in-process fake control plane with a private
-// SoftHSM token: jobs end to end, SIGTERM and the exit status, the heartbeat's content (canary
-// secrets in the token never leave it), results kept across a restart, one agent per state
-// folder.
+// `cakewalk-agent run`, the real binary, against the in-process fake control plane and a FakeJira
+// over TLS, with a private SoftHSM token: jobs end to end through the Jira connector, SIGTERM
+// (a running job finishes within the grace, or is recorded interrupted past it; exit 0), the
+// heartbeat's content (the canary password in the token never leaves it), results kept across a
+// restart, status over D-Bus on a private bus, one agent per state folder.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +11,7 @@
 #include "base/json.h"
 #include "tests/agent/agent_process.h"
 #include "tests/support/canary.h"
+#include "tests/systemd/private_bus.h"
 
 namespace cakewalk::testing {
 namespace {
@@ -29,19 +31,54 @@ class RunTest : public ::testing::Test {
     auto jira = ServedJira::Start(password_);
     ASSERT_TRUE(jira.ok()) << jira.status().ToString();
     jira_ = std::move(jira).value();
-    AgentHomeOptions options;
+    cp_->fake().AddForbiddenValue(password_);
+  }
+
+  void MakeHome(AgentHomeOptions options = {}) {
     options.jira = jira_.get();
     auto home = AgentHome::Create(*cp_, options);
     ASSERT_TRUE(home.ok()) << home.status().ToString();
     home_ = std::move(home).value();
-    cp_->fake().AddForbiddenValue(password_);
+  }
+
+  // A seeded Jira user and an add_member job for it.
+  std::string EnqueueAddMember(const std::string& username) {
+    NewUser u;
+    u.username = username;
+    u.email = username + "@corp.example";
+    u.display_name = username;
+    EXPECT_TRUE(jira_->jira().AddUser(u).ok());
+    Json::Value params(Json::objectValue);
+    params["user"]["username"] = username;
+    params["group"] = "jira-software-users";
+    return Enqueue("jira.group.add_member", params);
+  }
+
+  // Delays Jira's answers to matching requests (the request itself is carried out first).
+  void SlowJira(const std::string& method, const std::string& path, std::chrono::milliseconds d) {
+    FaultRule rule;
+    rule.method = method;
+    rule.path_contains = path;
+    rule.count = -1;
+    rule.transport = Fault{Fault::kDelay, d};
+    jira_->jira().QueueFault(rule);
+  }
+
+  // Waits until the agent's log says the job started.
+  ::testing::AssertionResult WaitForStart(const std::string& id) {
+    return cp_->fake().WaitUntil(
+        [&] {
+          return home_->Log().find("job " + id + " (jira.group.add_member) started") !=
+                 std::string::npos;
+        },
+        "job started", 20s);
   }
 
   void TearDown() override {
     std::string violations;
     for (const auto& v : cp_->fake().Violations()) violations += v.job_id + ": " + v.what + "\n";
     EXPECT_TRUE(violations.empty()) << violations;
-    if (HasFailure()) std::cerr << "--- agent log ---\n" << home_->Log();
+    if (HasFailure() && home_) std::cerr << "--- agent log ---\n" << home_->Log();
   }
 
   std::string Enqueue(const std::string& type,
@@ -73,6 +110,7 @@ class RunTest : public ::testing::Test {
 };
 
 TEST_F(RunTest, RunsJobsAndStopsWithExitZeroOnSigterm) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
   Child agent = home_->Start();
   const std::string id = EnqueueVerify();
   ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
@@ -95,6 +133,7 @@ TEST_F(RunTest, RunsJobsAndStopsWithExitZeroOnSigterm) {
 }
 
 TEST_F(RunTest, HeartbeatIsMetadataOnly) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
   ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
   Child agent = home_->Start();
   ASSERT_TRUE(cp_->fake().WaitForHeartbeats(1, 20s));
@@ -130,6 +169,7 @@ TEST_F(RunTest, HeartbeatIsMetadataOnly) {
 }
 
 TEST_F(RunTest, AMutatingJobRunsAgainstJiraAndARepeatChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
   NewUser alice;
   alice.username = "alice";
   alice.email = "alice@corp.example";
@@ -157,6 +197,7 @@ TEST_F(RunTest, AMutatingJobRunsAgainstJiraAndARepeatChangesNothing) {
 }
 
 TEST_F(RunTest, UndeliveredResultsSurviveAStopAndAreSentAfterTheRestart) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
   cp_->fake().QueueFault(ControlPlaneFault::Status(503), 100000, Endpoint::kResult);
   Child agent = home_->Start();
   const std::string id = EnqueueVerify();
@@ -180,7 +221,90 @@ TEST_F(RunTest, UndeliveredResultsSurviveAStopAndAreSentAfterTheRestart) {
   EXPECT_EQ(job->result["error"]["code"].asString(), "credentials_missing");
 }
 
+TEST_F(RunTest, SigtermLetsARunningJobFinishWithinTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  SlowJira("POST", "/group/user", 2s);
+  Child agent = home_->Start();
+  const std::string id = EnqueueAddMember("bob");
+  ASSERT_TRUE(WaitForStart(id));
+  const auto t0 = std::chrono::steady_clock::now();
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  // It finished within the 5 s grace and its result was flushed before the exit.
+  auto job = cp_->fake().Job(id);
+  EXPECT_EQ(job->state, JobState::kFinished);
+  EXPECT_EQ(job->result["status"].asString(), "succeeded");
+  auto journal = home_->OpenJournal();
+  ASSERT_TRUE(journal.ok());
+  EXPECT_EQ((*journal)->Find(id).value()->state, agent::JournalState::kReported);
+}
+
+TEST_F(RunTest, SigtermPastTheGraceRecordsTheJobInterruptedAndReportsNothing) {
+  AgentHomeOptions options;
+  options.shutdown_grace_seconds = 1;
+  ASSERT_NO_FATAL_FAILURE(MakeHome(options));
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  // The user look-up takes 4 s: the job is still in it when the grace ends, and stops at the next
+  // safe point (before changing anything).
+  SlowJira("GET", "/rest/api/2/user", 4s);
+  Child agent = home_->Start();
+  const std::string id = EnqueueAddMember("carol");
+  ASSERT_TRUE(WaitForStart(id));
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  auto job = cp_->fake().Job(id);
+  EXPECT_TRUE(job->result_deliveries.empty()) << "an interrupted job reports nothing";
+  auto journal = home_->OpenJournal();
+  ASSERT_TRUE(journal.ok());
+  EXPECT_EQ((*journal)->Find(id).value()->state, agent::JournalState::kInterrupted);
+  for (const auto& m : jira_->jira().Mutations()) {
+    EXPECT_NE(m.label, "carol") << "nothing was changed after the stop: " << m.Describe();
+  }
+}
+
+TEST_F(RunTest, StatusOverDBus) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  PrivateBus bus;
+  const std::vector<std::string> env = {"DBUS_SYSTEM_BUS_ADDRESS=" + bus.address()};
+  SlowJira("POST", "/group/user", 3s);
+  Child agent = home_->Start(env);
+  auto status = [&]() -> Json::Value {
+    ProcessResult r = RunProcess(
+        {CAKEWALK_AGENT_BINARY, "--config", home_->config_path().string(), "status", "--json"}, env,
+        20s);
+    if (r.exit_code != 0) return Json::Value();
+    auto v = ParseJson(r.out, "status");
+    return v.ok() ? *v : Json::Value();
+  };
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return status()["state"].asString() == "running"; },
+                                    "the agent answers on the bus", 20s));
+  const std::string id = EnqueueAddMember("dave");
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return status()["jobs_running"].asInt() == 1; },
+                                    "one job running", 20s));
+  Json::Value s = status();
+  EXPECT_EQ(s["version"].asString(), "0.1.0");
+  EXPECT_TRUE(s["certificate_expires_at"].isString());
+  ASSERT_GE(s["connections"].size(), 2u);
+  EXPECT_EQ(s["connections"][0]["name"].asString(), "control-plane");
+  EXPECT_EQ(s["connections"][0]["state"].asString(), "ok");
+  EXPECT_EQ(s["connections"][1]["name"].asString(), "jira-prod");
+  ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
+  ASSERT_TRUE(cp_->fake().WaitUntil(
+      [&] {
+        Json::Value v = status();
+        return v["jobs_running"].asInt() == 0 && v["results_pending"].asInt() == 0;
+      },
+      "idle again", 20s));
+  EXPECT_EQ(status()["connections"][1]["state"].asString(), "ok");
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+}
+
 TEST_F(RunTest, OneAgentPerStateFolder) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
   Child first = home_->Start();
   ASSERT_TRUE(cp_->fake().WaitForHeartbeats(1, 20s));
   Child second = home_->Start();
