@@ -24,6 +24,11 @@
 // Decisions documented here:
 // - Lease lost (409 from a lease extension or a records call): the job's stop token is requested
 //   and NO result is reported; the journal says `dropped`.
+// - Lease fence: a lease that runs out by the agent's clock without a successful extension (the
+//   control plane unreachable, a partition) is treated as lost in the same way, so that an agent
+//   cut off from the control plane never keeps running a job that may be handed to another agent.
+//   The remaining time is read against the local clock when the lease is granted or extended (at
+//   most 10 minutes is believed); a server clock far ahead of ours makes the fence late.
 // - jobs.timeout: stop is requested; a job that then ends with an error (or does not return
 //   within kTimeoutStopGrace) is reported `failed` with code `jira_unavailable`, retryable, and a
 //   message naming the timeout — the work was cut short for being too slow, which is transient

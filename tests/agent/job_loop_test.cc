@@ -1,11 +1,14 @@
 // The job loop (agent/job_loop.h) against the fake control plane over mutual TLS: claiming only
 // for free workers, leases, timeouts, records, results in order and their outcomes, re-delivery
-// (stored result, adoption, restart), interrupted jobs, shutdown, and what the journal says.
+// (stored result, adoption, restart), interrupted jobs, shutdown, and what the journal says; the
+// heartbeat loop; configuration reloads; executor helpers.
 #include "agent/job_loop.h"
 
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 
+#include "agent/daemon.h"
+#include "agent/heartbeat.h"
 #include "base/encoding.h"
 #include "base/json.h"
 #include "tests/agent/loop_harness.h"
@@ -521,6 +524,107 @@ TEST_F(JobLoopTest, NothingFromParamsOrSecretsReachesTheJournal) {
   h_->StopLoop();
   EXPECT_TRUE(testing::FindCanaryInTree(canary, h_->config.state_dir).empty());
   EXPECT_TRUE(testing::FindCanaryIn(canary, h_->log.Text(), "logs").empty());
+}
+
+TEST(HeartbeatTest, MetadataAtStartAndEveryIntervalRenewalOnRequestIdentityRejection) {
+  auto cp = RunningControlPlane::Start();
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  testing::TempDir dir("cakewalk-heartbeat");
+  testing::WriteFile(dir / "ca.pem", (*cp)->server_ca_pem());
+  auto agent = testing::EnrollSoftwareAgent(**cp, dir / "ca.pem");
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  auto config = std::make_shared<Config>();
+  ConnectionConfig conn;
+  conn.name = "jira-prod";
+  conn.base_url = "https://jira.example.test";
+  conn.provisioning = ProvisioningConfig{};
+  config->connections.push_back(conn);
+  testing::CapturingLogSink log;
+  std::atomic<int> renewals{0};
+  std::vector<Status> results;
+  std::mutex mu;
+
+  HeartbeatLoop::Deps deps;
+  deps.control_plane = [&]() -> Result<ControlPlaneHandle> {
+    return ControlPlaneHandle{agent->client, agent->not_after};
+  };
+  deps.agent_version = "0.1.0";
+  deps.token = {"SoftHSM project", "SoftHSM v2", "0123abcd", "cakewalk"};
+  deps.config = [config] { return std::shared_ptr<const Config>(config); };
+  deps.snapshot = [] {
+    LoopSnapshot s;
+    s.jobs_running = 2;
+    s.results_pending = 5;
+    return s;
+  };
+  deps.renew_certificate = [&] { ++renewals; };
+  deps.on_result = [&](const Status& s) {
+    std::lock_guard lock(mu);
+    results.push_back(s);
+  };
+  deps.log = &log;
+  deps.clock = &SystemClock();
+  deps.interval = 300ms;
+  HeartbeatLoop heartbeat(std::move(deps));
+  heartbeat.Start();
+  ASSERT_TRUE((*cp)->fake().WaitForHeartbeats(3));
+  ASSERT_TRUE((*cp)->fake().RequestCertificateRenewal(agent->agent_id).ok());
+  ASSERT_TRUE((*cp)->fake().WaitUntil([&] { return renewals.load() >= 1; }, "renewal asked"));
+
+  auto beats = (*cp)->fake().Heartbeats();
+  for (const auto& hb : beats) EXPECT_TRUE(hb.accepted) << hb.problem;
+  auto body = ParseJson(beats.front().body, "heartbeat");
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ((*body)["jobs"]["running"].asInt(), 2);
+  EXPECT_EQ((*body)["jobs"]["results_pending"].asInt(), 5);
+  EXPECT_EQ((*body)["token"]["serial"].asString(), "0123abcd");
+  EXPECT_EQ((*body)["connections"][0]["status"].asString(), "error");
+  EXPECT_NE((*body)["connections"][0]["detail"].asString().find("password"), std::string::npos);
+  EXPECT_TRUE((*body)["secrets"].empty());
+
+  // A revoked agent: the failure is reported, and the next attempt waits five minutes.
+  ASSERT_TRUE((*cp)->fake().RevokeAgent(agent->agent_id).ok());
+  ASSERT_TRUE((*cp)->fake().WaitUntil(
+      [&] {
+        std::lock_guard lock(mu);
+        return !results.empty() && ClassifyFailure(results.back()) == Failure::kIdentityRejected;
+      },
+      "identity rejected"));
+  const auto count = (*cp)->fake().Heartbeats().size();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ((*cp)->fake().Heartbeats().size(), count);
+  heartbeat.Stop();
+}
+
+TEST(ConfigHolderTest, ReloadAppliesJobsAndRefusesRestartOnlyChanges) {
+  testing::TempDir dir("cakewalk-reload");
+  auto write = [&](int max_concurrent, const std::string& url) {
+    testing::WriteFile(
+        dir / "agent.json",
+        R"({"state_dir": "state", "control_plane": {"url": ")" + url +
+            R"("}, "token": {"uri": "pkcs11:token=x"}, "jobs": {"max_concurrent": )" +
+            std::to_string(max_concurrent) +
+            R"(}, "connections": [{"name": "jira-prod", "type": "jira-datacenter",
+                           "base_url": "https://jira.example.test", "provisioning":
+                           {"auth": "password", "username": "svc"}}]})",
+        0600);
+  };
+  write(4, "https://cp.example/agent/v1");
+  auto loaded = LoadConfig(dir / "agent.json", ConfigEnvironment{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ConfigHolder holder(*loaded);
+  write(7, "https://cp.example/agent/v1");
+  ASSERT_TRUE(holder.Reload().ok());
+  EXPECT_EQ(holder.Get()->jobs.max_concurrent, 7);
+  write(9, "https://elsewhere.example/agent/v1");
+  Status refused = holder.Reload();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("control_plane"), std::string::npos);
+  EXPECT_NE(refused.message().find("restart"), std::string::npos);
+  EXPECT_EQ(holder.Get()->jobs.max_concurrent, 7) << "the running configuration stays";
+  testing::WriteFile(dir / "agent.json", "{not json", 0600);
+  EXPECT_FALSE(holder.Reload().ok());
+  EXPECT_EQ(holder.Get()->jobs.max_concurrent, 7);
 }
 
 TEST(ExecutorTest, RegistryAndHelpers) {

@@ -303,6 +303,29 @@ TEST_F(RunTest, StatusOverDBus) {
   EXPECT_EQ(WaitExit(agent, 30s), 0);
 }
 
+TEST_F(RunTest, RenewsTheCertificateWhenTheHeartbeatAsks) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  ASSERT_TRUE(cp_->fake().RequestCertificateRenewal(home_->agent_id()).ok());
+  Child agent = home_->Start();
+  ASSERT_TRUE(cp_->fake().WaitUntil(
+      [&] { return cp_->fake().Agent(home_->agent_id())->renewals == 1; }, "renewed", 30s));
+  // Work goes on with the new identity (jobs and heartbeats present the new certificate: the
+  // fake checks every heartbeat's certificate_expires_at against the certificate presented).
+  const std::string id = EnqueueVerify();
+  ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 30s));
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  auto info = cp_->fake().Agent(home_->agent_id());
+  EXPECT_EQ(info->key_sha256.size(), 2u);
+  bool new_key_used = false;
+  for (const auto& r : cp_->fake().Requests()) {
+    if (r.endpoint == Endpoint::kResult && r.client_key_sha256 == info->key_sha256.back()) {
+      new_key_used = true;
+    }
+  }
+  EXPECT_TRUE(new_key_used) << "the result went out with the renewed key";
+}
+
 TEST_F(RunTest, OneAgentPerStateFolder) {
   ASSERT_NO_FATAL_FAILURE(MakeHome());
   Child first = home_->Start();
