@@ -244,7 +244,7 @@ int JobLoop::PollWaitSeconds(const Config& config) const {
   if (options_.server_poll_wait_seconds > 0) {
     wait = std::min(wait, options_.server_poll_wait_seconds);
   }
-  return std::clamp(wait, 1, 60);
+  return std::clamp(wait, 1, kMaxPollWaitSeconds);
 }
 
 bool JobLoop::WaitFor(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,

@@ -5,7 +5,9 @@
 // - claim: long-polls POST /jobs/claim, asking for exactly as many jobs as there are free
 //   workers (jobs.max_concurrent minus running jobs) and never claiming with none free.
 //   wait_seconds is jobs.poll_wait_seconds, lowered to the control plane's suggestion
-//   (poll_wait_seconds from enrollment) when that is smaller, within 1..60. After an answer it
+//   (poll_wait_seconds from enrollment) when that is smaller, within 1..kMaxPollWaitSeconds (30:
+//   a poll in flight cannot be cancelled, and a stop must fit in systemd's TimeoutStopSec=45s
+//   next to the shutdown grace — see Shutdown below). After an answer it
 //   claims again at once; errors back off (agent/backoff.h). Answers that come back early with
 //   nothing to start (an empty list well before the hold ended, or only rejected/duplicate jobs)
 //   are paced with the same schedule, so no server behaviour can make the agent spin.
@@ -133,6 +135,9 @@ struct JobLoopDeps {
   ConnectionHealth* health = nullptr;  // optional
   JobLoopHooks hooks;
 };
+
+// The longest hold the loop asks for (see the header comment).
+inline constexpr int kMaxPollWaitSeconds = 30;
 
 struct JobLoopOptions {
   // poll_wait_seconds the control plane suggested at enrollment; 0: none.

@@ -130,6 +130,18 @@ TEST_F(JobLoopTest, RunsAJobAndReportsItsResult) {
   EXPECT_EQ(claims.front()["wait_seconds"].asInt(), 2);
 }
 
+TEST_F(JobLoopTest, TheLongPollHoldIsClampedToTheServerAndToThirtySeconds) {
+  h_->config.jobs.poll_wait_seconds = 55;
+  JobLoopOptions options;
+  options.server_poll_wait_seconds = 40;
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop(options));
+  ASSERT_TRUE(cp_->fake().WaitForWaitingClaims(1));
+  auto claims = testing::RequestBodies(*cp_, "/jobs/claim");
+  ASSERT_FALSE(claims.empty());
+  EXPECT_EQ(claims.front()["wait_seconds"].asInt(), kMaxPollWaitSeconds);
+  cp_->fake().Shutdown();  // release the held poll so that the loop stops at once
+}
+
 TEST_F(JobLoopTest, ClaimsOnlyForFreeWorkers) {
   h_->config.jobs.max_concurrent = 2;
   auto release = std::make_shared<std::atomic<bool>>(false);
