@@ -27,7 +27,9 @@ class BusError {
   std::string message() const { return e_.message != nullptr ? e_.message : ""; }
 
  private:
-  sd_bus_error e_ = SD_BUS_ERROR_NULL;
+  // SD_BUS_ERROR_NULL, spelled without its C compound literal (clang refuses it in C++ with
+  // -Wpedantic): every member zero.
+  sd_bus_error e_{};
 };
 
 }  // namespace cakewalk::sd

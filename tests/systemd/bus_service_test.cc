@@ -411,7 +411,7 @@ TEST_F(BusServiceTest, PropertiesFollowPublishedValuesAndEmitOnlyChanges) {
     service_->SetProperties(p);  // only JobsRunning changed
     if (auto s = watcher.Next()) seen.push_back(*s);
 
-    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_error error{};  // SD_BUS_ERROR_NULL without the C compound literal (clang)
     sd_bus_get_property_trivial(watcher.bus(), sd::kBusName, sd::kObjectPath, sd::kInterface,
                                 "JobsRunning", &error, 'u', &jobs_read);
     char* state = nullptr;
