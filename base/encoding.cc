@@ -28,6 +28,9 @@ Result<std::vector<std::uint8_t>> Base64Decode(std::string_view text) {
   if (!text.empty() && text.back() == '=') --len;
   if (text.size() > 1 && text[text.size() - 2] == '=') --len;
   out.resize(len);
+  // One spelling per value: padding only at the end, and no set bits after the last byte
+  // ("Zm9=" is not "fo"; only "Zm8=" is). EVP_DecodeBlock checks neither.
+  if (Base64Encode(out) != text) return InvalidArgument("non-canonical base64");
   return out;
 }
 

@@ -22,6 +22,11 @@ TEST(EncodingTest, Base64Decode) {
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(std::string(v->begin(), v->end()), "hi");
   EXPECT_FALSE(Base64Decode("aGk").ok());
+  // Found by fuzzing (tests/fuzz/encoding_fuzz.cc): one spelling per value.
+  EXPECT_FALSE(Base64Decode("Zm9=").ok());      // set bits after the last byte
+  EXPECT_FALSE(Base64Decode("Zg==Zg==").ok());  // padding in the middle
+  EXPECT_FALSE(Base64Decode("====").ok());
+  EXPECT_TRUE(Base64Decode("Zm8=").ok());
 }
 
 TEST(EncodingTest, UrlEncodeKeepsInjectionInsideOneValue) {
