@@ -34,7 +34,13 @@ Result<SysTime> FromFields(int year, int month, int day, int hour, int minute, i
   tm.tm_min = minute;
   tm.tm_sec = std::min(second, 59);
   const time_t t = timegm(&tm);
-  if (t == static_cast<time_t>(-1)) {
+  // SysTime counts nanoseconds in 64 bits: it reaches from 1677 to 2262. Anything outside would
+  // overflow in from_time_t; no protocol time is there.
+  constexpr auto kLimit =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::duration::max())
+          .count() -
+      7 * 24 * 3600;  // room for the largest offset (±99:99)
+  if (t == static_cast<time_t>(-1) || t > kLimit || t < -kLimit) {
     return InvalidArgument("timestamp '" + std::string(original) + "' is out of range");
   }
   return std::chrono::system_clock::from_time_t(t - offset_seconds);

@@ -36,5 +36,17 @@ TEST(TimeTest, HttpDateAndRetryAfter) {
   EXPECT_EQ(ParseRetryAfter("-5", now, cap), std::nullopt);
 }
 
+// Found by fuzzing (tests/fuzz/time_fuzz.cc): years SysTime cannot hold overflowed inside
+// from_time_t (undefined behaviour) instead of being refused.
+TEST(TimeTest, YearsOutsideSysTimeAreRefused) {
+  EXPECT_FALSE(ParseHttpDate("Thu, 04 Dec 0226 12:26:50 GMT").ok());
+  EXPECT_FALSE(ParseRfc3339("9999-12-31T23:59:59Z").ok());
+  EXPECT_FALSE(ParseRfc3339("0001-01-01T00:00:00Z").ok());
+  EXPECT_EQ(ParseRetryAfter("Fri, 31 Dec 9999 23:59:59 GMT", SysTime{}, std::chrono::seconds(9)),
+            std::nullopt);
+  EXPECT_TRUE(ParseRfc3339("2261-12-31T23:59:59+01:00").ok());
+  EXPECT_TRUE(ParseRfc3339("1970-01-01T00:00:00Z").ok());
+}
+
 }  // namespace
 }  // namespace cakewalk
