@@ -33,6 +33,13 @@ Result<SysTime> ToSysTime(const ASN1_TIME* t, std::string_view what) {
     return InvalidArgument("certificate " + std::string(what) + " is not a valid time");
   }
   const std::time_t secs = timegm(&tm);
+  // SysTime (64-bit nanoseconds) ends in 2262; certificates may say 9999 (RFC 5280's "no
+  // well-defined expiration" is 99991231235959Z). Clamp instead of overflowing in from_time_t.
+  constexpr std::time_t kLimit =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::duration::max())
+          .count();
+  if (secs >= kLimit) return SysTime::max();
+  if (secs <= -kLimit) return SysTime::min();
   return std::chrono::system_clock::from_time_t(secs);
 }
 

@@ -102,6 +102,19 @@ TEST_F(X509Test, ReadsValidityDates) {
   EXPECT_FALSE(CertificateNotAfter(std::string_view("garbage")).ok());
 }
 
+// Found by fuzzing (tests/fuzz/pem_chain_fuzz.cc): a notAfter past 2262 (certificates may say
+// 9999) overflowed in from_time_t. It is clamped: such a certificate stays valid.
+TEST_F(X509Test, ValidityBeyondSysTimeIsClamped) {
+  TestCa::LeafOptions options;
+  options.not_after_offset = hours(24 * 365 * 7900);  // about the year 9926
+  auto far = ca_->Issue(options);
+  ASSERT_TRUE(far.ok()) << far.status().ToString();
+  auto not_after = CertificateNotAfter(std::string_view(far->cert_pem));
+  ASSERT_TRUE(not_after.ok()) << not_after.status().ToString();
+  EXPECT_EQ(*not_after, SysTime::max());
+  EXPECT_GT(*not_after, issued_at_ + hours(24 * 365 * 200));
+}
+
 TEST_F(X509Test, ChecksTheCertificateKey) {
   auto chain = ParsePemChain(leaf_.chain_pem);
   ASSERT_TRUE(chain.ok());
