@@ -20,8 +20,10 @@ constexpr std::size_t kMaxHeaderBytes = 4096;
 constexpr std::size_t kMaxKidBytes = 128;
 constexpr std::size_t kEd25519PublicKeyBytes = 32;
 constexpr std::size_t kEd25519SignatureBytes = 64;
-// Unix seconds up to year 9999.
-constexpr std::int64_t kMaxUnixSeconds = 253402300799;
+// The latest Unix second a claim may name: what SysTime (64-bit nanoseconds) holds, which ends in
+// 2262, less a day so that comparisons with the allowed skews never overflow.
+constexpr std::int64_t kMaxUnixSeconds =
+    std::chrono::duration_cast<std::chrono::seconds>(SysTime::duration::max()).count() - 86400;
 
 Status Reject(const char* reason, std::string message) {
   return Status(Code::kPermissionDenied, std::move(message), reason);

@@ -195,6 +195,13 @@ TEST_F(JwsTest, MissingOrMistypedClaimsAreMalformed) {
   c = Claims();
   c["jti"] = "job/../../x";
   EXPECT_EQ(Verify(Sign(c)).status.reason(), jws_reason::kMalformedJob);
+  // Found by fuzzing (tests/fuzz/jws_fuzz.cc): times SysTime cannot hold overflowed (year 2529).
+  c = Claims();
+  c["exp"] = static_cast<Json::Int64>(17648536000);
+  EXPECT_EQ(Verify(Sign(c)).status.reason(), jws_reason::kMalformedJob);
+  c = Claims();
+  c["iat"] = static_cast<Json::Int64>(253402300799);
+  EXPECT_EQ(Verify(Sign(c)).status.reason(), jws_reason::kMalformedJob);
   // Claims the protocol may add later are tolerated.
   c = Claims();
   c["nbf"] = 1;
