@@ -253,12 +253,15 @@ std::string FormatStatus(const StatusSnapshot& s, SysTime now) {
   line("Jobs running", std::to_string(s.jobs_running));
   line("Results pending", std::to_string(s.results_pending));
   if (s.certificate_expires_at) {
-    const auto days =
-        std::chrono::duration_cast<std::chrono::hours>(*s.certificate_expires_at - now).count() /
-        24;
-    line("Certificate expires",
-         FormatRfc3339(*s.certificate_expires_at) +
-             (days >= 0 ? " (in " + std::to_string(days) + " days)" : " (EXPIRED)"));
+    const auto hours =
+        std::chrono::duration_cast<std::chrono::hours>(*s.certificate_expires_at - now).count();
+    std::string left = " (EXPIRED)";
+    if (hours >= 48) {
+      left = " (in " + std::to_string(hours / 24) + " days)";
+    } else if (*s.certificate_expires_at > now) {
+      left = " (in " + std::to_string(hours) + " hours)";
+    }
+    line("Certificate expires", FormatRfc3339(*s.certificate_expires_at) + left);
   } else {
     line("Certificate expires", "unknown (not enrolled?)");
   }

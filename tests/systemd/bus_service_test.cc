@@ -758,9 +758,12 @@ TEST(FormatStatusTest, PrintsOneLinePerFact) {
             "Connection control-plane: ok\n"
             "Connection jira-prod: unreachable (connect timeout)\n"
             "Sync: jira-prod: 1200 of 5000 users\n");
-  s.certificate_expires_at.reset();
   s.sync_progress.clear();
   s.connections.clear();
+  const SysTime expiry = *s.certificate_expires_at;
+  EXPECT_THAT(sd::FormatStatus(s, expiry - std::chrono::hours(23)), HasSubstr("(in 23 hours)\n"));
+  EXPECT_THAT(sd::FormatStatus(s, expiry + std::chrono::seconds(1)), HasSubstr("(EXPIRED)\n"));
+  s.certificate_expires_at.reset();
   EXPECT_THAT(sd::FormatStatus(s, now),
               HasSubstr("Certificate expires: unknown (not enrolled?)\n"));
   EXPECT_THAT(sd::FormatStatus(s, now), Not(HasSubstr("Sync:")));
