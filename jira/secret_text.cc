@@ -109,13 +109,21 @@ class FlatParser {
     i_ += w.size();
     return true;
   }
+  // JSON's number grammar exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
   bool Number(SecretBytes& out) {
     const std::size_t start = i_;
-    if (Peek() == '-') ++i_;
-    while (i_ < t_.size() && ((t_[i_] >= '0' && t_[i_] <= '9') || t_[i_] == '.' || t_[i_] == 'e' ||
-                              t_[i_] == 'E' || t_[i_] == '+' || t_[i_] == '-'))
-      ++i_;
-    if (i_ == start || (i_ == start + 1 && t_[start] == '-')) return false;
+    auto digits = [this] {
+      const std::size_t from = i_;
+      while (i_ < t_.size() && t_[i_] >= '0' && t_[i_] <= '9') ++i_;
+      return i_ > from;
+    };
+    Eat('-');
+    if (!Eat('0') && !(Peek() >= '1' && Peek() <= '9' && digits())) return false;
+    if (Eat('.') && !digits()) return false;
+    if (Eat('e') || Eat('E')) {
+      if (!Eat('+')) Eat('-');
+      if (!digits()) return false;
+    }
     out.Append(t_.substr(start, i_ - start));
     return true;
   }

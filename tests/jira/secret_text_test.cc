@@ -63,6 +63,21 @@ TEST(SecretTextTest, FlatJsonObjectRefusesWhatItDoesNotKnow) {
   }
 }
 
+// Found by fuzzing (tests/fuzz/oauth_text_fuzz.cc): numbers follow JSON's grammar, not "any run
+// of digits, dots, signs and e".
+TEST(SecretTextTest, FlatJsonObjectNumbersAreJsonNumbers) {
+  for (const char* bad :
+       {R"({"n":3+00})", R"({"n":1-2})", R"({"n":01})", R"({"n":3600.e})", R"({"n":-})",
+        R"({"n":.5})", R"({"n":5.})", R"({"n":1e})", R"({"n":--1})", R"({"n":1.2.3})"}) {
+    EXPECT_FALSE(ParseFlatJsonObject(bad).ok()) << bad;
+  }
+  for (const char* good : {"0", "-0", "3600", "-0.5e+10", "1E5", "12.25e-3"}) {
+    auto r = ParseFlatJsonObject(std::string(R"({"n":)") + good + "}");
+    ASSERT_TRUE(r.ok()) << good;
+    EXPECT_EQ(Text(r->at("n")), good);
+  }
+}
+
 TEST(PastedAuthorizationTest, RedirectUrlCodeAndState) {
   const std::string redirect = "https://localhost/cakewalk-agent/oauth-callback";
   auto got =
