@@ -48,8 +48,8 @@ Status ValidateKeyLabel(std::string_view label) {
                              std::to_string(i + 1));
     }
   }
-  for (std::string_view reserved :
-       {internal::kRecordPrefix, internal::kSeedPrefix, internal::kSealKeyLabel}) {
+  for (std::string_view reserved : {internal::kRecordPrefix, internal::kSeedPrefix,
+                                    internal::kSealKeyLabel, internal::kCounterPrefix}) {
     if (label.substr(0, reserved.size()) == reserved) {
       return InvalidArgument("the key label '" + std::string(label) +
                              "' uses the reserved prefix '" + std::string(reserved) + "'");

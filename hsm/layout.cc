@@ -28,6 +28,10 @@ std::string SeedLabel(std::string_view connection, std::string_view name, std::u
          std::to_string(version);
 }
 
+std::string CounterLabel(std::string_view connection, std::string_view name) {
+  return std::string(kCounterPrefix) + std::string(connection) + ":" + std::string(name);
+}
+
 std::optional<RecordLabelParts> ParseRecordLabel(std::string_view label) {
   if (label.substr(0, kRecordPrefix.size()) != kRecordPrefix) return std::nullopt;
   label.remove_prefix(kRecordPrefix.size());

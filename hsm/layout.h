@@ -46,6 +46,21 @@
 //   {CKM_SHA256_HMAC}), generated in the token, sharing one CKA_ID that records name in "key";
 //   "sealed" is then base64 of IV(16) || ciphertext || HMAC tag(32).
 //
+// VERSION COUNTER of a secret, a CKO_DATA object (one per connection and name):
+//   CKA_TOKEN=TRUE, CKA_PRIVATE=TRUE, CKA_MODIFIABLE=TRUE (as records), CKA_APPLICATION=
+//   "cakewalk-agent", CKA_LABEL="cakewalk:last-version:<connection>:<name>",
+//   CKA_VALUE={"format":1,"kind":"last-version","connection":"jira-prod","name":"password",
+//              "last":7}
+//   The highest version number ever handed out for that secret. A new version is
+//   max(last, highest record) + 1, and the counter is raised BEFORE the record is created, so a
+//   number is never handed out twice — not even after the highest version was destroyed. That
+//   matters because the version is bound into the AAD: a reused number would let an old,
+//   backed-up record of that number authenticate again. The counter is never destroyed with the
+//   secret's versions. Raising it creates the new counter object first and then destroys the
+//   old one (no C_SetAttributeValue on CKA_VALUE, which not every token allows); a crash in
+//   between leaves two, and the highest "last" wins. Tokens written before the counter existed
+//   start counting from their highest record.
+//
 // Names: connection and secret names are 1-64 characters from [A-Za-z0-9._-] (so ':' can
 // separate label fields).
 #pragma once
@@ -64,6 +79,7 @@ inline constexpr std::string_view kApplication = "cakewalk-agent";
 inline constexpr std::string_view kRecordPrefix = "cakewalk:secret:";
 inline constexpr std::string_view kSeedPrefix = "cakewalk:seed:";
 inline constexpr std::string_view kSealKeyLabel = "cakewalk:seal-key";
+inline constexpr std::string_view kCounterPrefix = "cakewalk:last-version:";
 inline constexpr std::size_t kObjectIdBytes = 16;
 
 enum class RecordState { kPending, kCurrent, kRetired };
@@ -73,6 +89,8 @@ std::string_view RecordStateName(RecordState s) noexcept;
 std::string RecordLabel(std::string_view connection, std::string_view name, std::uint32_t version,
                         RecordState state);
 std::string SeedLabel(std::string_view connection, std::string_view name, std::uint32_t version);
+// The version counter's label.
+std::string CounterLabel(std::string_view connection, std::string_view name);
 
 struct RecordLabelParts {
   std::string connection;

@@ -315,10 +315,77 @@ const Record* FindVersion(const std::vector<Record>& records, std::uint32_t vers
   return nullptr;
 }
 
-std::uint32_t NextVersion(const std::vector<Record>& records) {
-  std::uint32_t max = 0;
-  for (const Record& r : records) max = std::max(max, r.info.version);
-  return max + 1;
+// The version counter of one secret (layout.h): its objects and the highest "last" they hold.
+struct Counter {
+  std::vector<CK_OBJECT_HANDLE> handles;
+  std::uint32_t last = 0;
+};
+
+Result<Counter> LoadCounter(Session& s, std::string_view connection, std::string_view name) {
+  const std::string label = internal::CounterLabel(connection, name);
+  Template find;
+  find.Ulong(CKA_CLASS, CKO_DATA)
+      .Bool(CKA_TOKEN, true)
+      .String(CKA_APPLICATION, internal::kApplication)
+      .String(CKA_LABEL, label);
+  CW_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> handles, s.Find(find, 64));
+  Counter c;
+  for (CK_OBJECT_HANDLE h : handles) {
+    const std::string what = "token object '" + label + "'";
+    CW_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value, s.GetBytes(h, CKA_VALUE));
+    CW_ASSIGN_OR_RETURN(Json::Value json, ParseJson(AsChars(value), what, 4096));
+    if (!json.isObject()) return FailedPrecondition(what + " does not hold a JSON object");
+    JsonFields f(json, "$");
+    f.Int("format", 1, 1, 1, JsonFields::kRequired);
+    const std::string kind = f.String("kind", JsonFields::kRequired);
+    const std::string conn = f.String("connection", JsonFields::kRequired);
+    const std::string secret = f.String("name", JsonFields::kRequired);
+    const auto last = f.Int("last", 0, 1, UINT32_MAX, JsonFields::kRequired);
+    Status finished = f.Finish();
+    if (!finished.ok()) return FailedPrecondition(what + ": " + finished.message());
+    if (kind != "last-version" || conn != connection || secret != name) {
+      return FailedPrecondition(what +
+                                " is inconsistent (relabelled or copied by hand?); remove or fix "
+                                "it with pkcs11-tool");
+    }
+    c.last = std::max(c.last, static_cast<std::uint32_t>(last));
+    c.handles.push_back(h);
+  }
+  return c;
+}
+
+// Hands out the next version number of (connection, name): max(counter, highest record) + 1,
+// written to the counter BEFORE the caller creates the record, so that no number is ever handed
+// out twice (layout.h). The old counter objects go after the new one exists.
+Result<std::uint32_t> AllocateVersion(Session& s, std::string_view connection,
+                                      std::string_view name, const std::vector<Record>& records) {
+  CW_ASSIGN_OR_RETURN(Counter counter, LoadCounter(s, connection, name));
+  std::uint32_t highest = counter.last;
+  for (const Record& r : records) highest = std::max(highest, r.info.version);
+  if (highest == UINT32_MAX) {
+    return FailedPrecondition("secret " + Describe(connection, name, 0) +
+                              " has used every version number");
+  }
+  const std::uint32_t next = highest + 1;
+  Json::Value json(Json::objectValue);
+  json["format"] = 1;
+  json["kind"] = "last-version";
+  json["connection"] = std::string(connection);
+  json["name"] = std::string(name);
+  json["last"] = Json::UInt(next);
+  Template t;
+  t.Ulong(CKA_CLASS, CKO_DATA)
+      .Bool(CKA_TOKEN, true)
+      .Bool(CKA_PRIVATE, true)
+      .Bool(CKA_MODIFIABLE, true)
+      .String(CKA_APPLICATION, internal::kApplication)
+      .String(CKA_LABEL, internal::CounterLabel(connection, name))
+      .String(CKA_VALUE, WriteJson(json));
+  CW_RETURN_IF_ERROR(s.Create(t).status().WithContext("raising the version counter of " +
+                                                      Describe(connection, name, 0)));
+  // Best effort: a leftover counter holds a lower number and is removed by the next allocation.
+  for (CK_OBJECT_HANDLE h : counter.handles) s.Destroy(h).IgnoreError();
+  return next;
 }
 
 // Labels every current version except `keep` as retired.
@@ -468,7 +535,8 @@ struct SecretStore::Impl {
               return FailedPrecondition(Describe(connection, name, 0) + " holds TOTP seeds");
             }
           }
-          const std::uint32_t version = NextVersion(records);
+          CW_ASSIGN_OR_RETURN(const std::uint32_t version,
+                              AllocateVersion(s, connection, name, records));
           CW_ASSIGN_OR_RETURN(
               internal::SealedRecord sealed,
               sealer_ptr->Seal(s, value, internal::SealAad(connection, name, version)));
@@ -692,7 +760,8 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
   if (const Status done = impl_->token->WithSession([&](Session& s) -> Status {
         CW_ASSIGN_OR_RETURN(std::vector<Record> records,
                             LoadRecords(s, connection, kTotpSecretName));
-        const std::uint32_t version = NextVersion(records);
+        CW_ASSIGN_OR_RETURN(const std::uint32_t version,
+                            AllocateVersion(s, connection, kTotpSecretName, records));
         std::uint8_t id[internal::kObjectIdBytes];
         CW_RETURN_IF_ERROR(s.Random(id));
         const std::string label = internal::SeedLabel(connection, kTotpSecretName, version);
@@ -724,9 +793,10 @@ Result<SecretInfo> SecretStore::EnrollTotp(std::string_view connection, const To
           // The token does not import secret keys through PKCS#11 (tpm2-pkcs11): its store's
           // own import path, then a new session (key_provisioner.h).
           CW_ASSIGN_OR_RETURN(key_handle, ImportSeedOutOfBand(s, seed, label, id, rv));
-          // The records' handles belong to the old session; the version must still be free.
+          // The records' handles belong to the old session. The counter reserved the version
+          // before the import, so no other writer can have taken it; check anyway.
           CW_ASSIGN_OR_RETURN(records, LoadRecords(s, connection, kTotpSecretName));
-          if (NextVersion(records) != version) {
+          if (FindVersion(records, version) != nullptr) {
             s.Destroy(key_handle).IgnoreError();
             return Unavailable("the TOTP seeds of connection '" + std::string(connection) +
                                "' changed while the seed was imported; enroll it again");

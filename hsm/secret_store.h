@@ -4,7 +4,9 @@
 // A secret is named (connection, name) and versioned. Each version is pending, current or
 // retired, so that rotation is: PutPending (stage) -> use it with UnsealVersion to change and
 // verify the password in Jira -> Promote (the old current becomes retired) -> Destroy the
-// retired version after a grace period. Put is PutPending + Promote in one step.
+// retired version after a grace period. Put is PutPending + Promote in one step. A version number
+// is never handed out twice, not even after the highest version was destroyed (a counter per
+// secret in the token, hsm/layout.h), because the version is bound into the sealed value's AAD.
 //
 //   CW_ASSIGN_OR_RETURN(auto store, hsm::SecretStore::Open(*token, audit_sink));
 //   CW_ASSIGN_OR_RETURN(SecretBytes password, store->Unseal("jira-prod", "password", "login"));
