@@ -201,6 +201,28 @@ Result<JiraClient*> Connection::AccessSync(std::stop_token stop) {
   return access_sync_.get();
 }
 
+Result<Connection::RestAccess> Connection::AccessSyncRest(std::stop_token stop) {
+  CW_RETURN_IF_ERROR(AccessSync(stop).status());
+  const ConnectionSettings& s = settings_;
+  if (s.access_sync == AccessSyncAuth::kPassword) {
+    std::lock_guard lock(mu_);
+    if (session_) return RestAccess{site_.get(), session_.get()};
+    return RestAccess{site_.get(), provisioning_token_.get()};
+  }
+  std::lock_guard sync_lock(sync_mu_);
+  switch (s.access_sync) {
+    case AccessSyncAuth::kPat:
+    case AccessSyncAuth::kApiToken:
+      return RestAccess{site_.get(), sync_token_.get()};
+    case AccessSyncAuth::kOAuth2:
+      if (s.flavor == Flavor::kCloud) return RestAccess{api_gateway_.get(), oauth_auth_.get()};
+      return RestAccess{site_.get(), oauth_auth_.get()};
+    default:
+      break;
+  }
+  return JiraInternal("connection " + s.name + " has no access sync client");
+}
+
 void Connection::EnsureOAuthLocked() {
   if (!token_endpoint_) {
     token_endpoint_ = std::make_unique<RestClient>(transport_, settings_.oauth.token_url, runtime_,

@@ -63,6 +63,14 @@ class Connection {
   Result<JiraClient*> Provisioning(std::stop_token stop);
   // The client acting with the Access Sync credentials.
   Result<JiraClient*> AccessSync(std::stop_token stop);
+  // The REST base and the credentials that AccessSync()'s client acts with (building it first),
+  // for jira/access_sync.h, which pages through the site itself. Both live as long as the
+  // connection.
+  struct RestAccess {
+    RestClient* api = nullptr;  // Data Center base_url; Cloud site, or the gateway with the cloudId
+    Authenticator* auth = nullptr;
+  };
+  Result<RestAccess> AccessSyncRest(std::stop_token stop);
 
   // Server information, anonymously where the flavor allows (cached).
   Result<ServerInfo> Server(std::stop_token stop);
