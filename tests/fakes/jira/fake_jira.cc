@@ -1099,6 +1099,13 @@ const std::vector<UserIndex>& FakeJira::Impl::ListedMembers(GroupIndex g,
   return cache.members;
 }
 
+Json::Value FakeJira::Impl::Unreliable(Json::Value items) const {
+  if (!opt.reversed_pages || !items.isArray()) return items;
+  Json::Value out(Json::arrayValue);
+  for (Json::ArrayIndex i = items.size(); i > 0; --i) out.append(std::move(items[i - 1]));
+  return out;
+}
+
 // ---- Ground truth -------------------------------------------------------------------------------
 
 UserTruth FakeJira::Impl::Truth(UserIndex u) const {

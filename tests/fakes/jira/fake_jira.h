@@ -129,6 +129,13 @@ struct FakeJiraOptions {
   std::chrono::seconds session_idle_timeout{1800};
   int groups_picker_limit = 20;  // jira.ajax.autocomplete.limit
 
+  // Unreliable paging, for de-duplication tests: each page of Cloud users/search, Data Center
+  // user/search and user/list, and group/member (both flavors) also repeats the last
+  // `overlapping_items` entries before its range, and `reversed_pages` returns every such page's
+  // entries in reverse order.
+  int overlapping_items = 0;
+  bool reversed_pages = false;
+
   // Cloud.
   bool idp_managed = false;  // SCIM-managed site: group and user edits refused
   HiddenEmailStyle hidden_email_style = HiddenEmailStyle::kNull;

@@ -388,11 +388,13 @@ HttpResponse FakeJira::Impl::CloudUsersSearch(Ctx& ctx) {
   // and only an empty page means the end (Atlassian's description of these operations).
   const std::uint64_t n = dir.user_count();
   const std::uint64_t end = std::min<std::uint64_t>(n, static_cast<std::uint64_t>(start + max));
-  for (std::uint64_t u = static_cast<std::uint64_t>(start); u < end; ++u) {
+  const std::uint64_t begin =
+      static_cast<std::uint64_t>(start) > end ? end : static_cast<std::uint64_t>(start);
+  for (std::uint64_t u = OverlapStart(begin, end); u < end; ++u) {
     if (dir.IsSearchHidden(static_cast<UserIndex>(u))) continue;
     out.append(CloudUserJson(ctx, static_cast<UserIndex>(u), false, false, false));
   }
-  return JsonResponse(200, out);
+  return JsonResponse(200, Unreliable(std::move(out)));
 }
 
 HttpResponse FakeJira::Impl::CloudUserSearch(Ctx& ctx) {
@@ -554,9 +556,10 @@ HttpResponse FakeJira::Impl::CloudGroupMembers(Ctx& ctx) {
   j["startAt"] = static_cast<Json::Int64>(start);
   j["total"] = static_cast<Json::UInt64>(members.size());
   j["values"] = Json::Value(Json::arrayValue);
-  for (std::uint64_t k = static_cast<std::uint64_t>(start); k < end; ++k) {
+  for (std::uint64_t k = OverlapStart(static_cast<std::uint64_t>(start), end); k < end; ++k) {
     j["values"].append(CloudUserJson(ctx, members[k], false, false, false));
   }
+  j["values"] = Unreliable(std::move(j["values"]));
   const bool last = end >= members.size();
   j["isLast"] = last;
   if (!last) j["nextPage"] = page_url(end);

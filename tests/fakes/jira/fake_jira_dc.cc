@@ -577,12 +577,13 @@ HttpResponse FakeJira::Impl::DcUserSearch(Ctx& ctx) {
   const std::uint64_t begin = static_cast<std::uint64_t>(start);
   if (*query == ".") {
     // "." matches every user (the dc-app-performance-toolkit idiom).
-    for (std::uint64_t p = begin; p < end; ++p) {
+    const std::uint64_t listed = std::min(end, dir.CountListed(include_active, include_inactive));
+    for (std::uint64_t p = OverlapStart(begin, listed); p < end; ++p) {
       auto u = dir.SelectListed(p, include_active, include_inactive);
       if (!u) break;
       out.append(DcUserJson(ctx, *u, true, false, false));
     }
-    return JsonResponse(200, out);
+    return JsonResponse(200, Unreliable(std::move(out)));
   }
   // Prefix of the user name, the e-mail address or any word of the display name.
   const std::string q = ToLower(*query);
@@ -636,11 +637,17 @@ HttpResponse FakeJira::Impl::DcUserList(Ctx& ctx) {
   const std::uint64_t n = dir.user_count();
   std::uint64_t u = unknown ? n : cursor;
   std::int64_t taken = 0;
+  // Unreliable paging: users just before the cursor come again.
+  for (std::uint64_t again = OverlapStart(u, n); again < u; ++again) {
+    if (dir.IsDeleted(static_cast<UserIndex>(again))) continue;
+    j["values"].append(DcUserJson(ctx, static_cast<UserIndex>(again), true, false, false));
+  }
   for (; u < n && taken < max; ++u) {
     if (dir.IsDeleted(static_cast<UserIndex>(u))) continue;
     j["values"].append(DcUserJson(ctx, static_cast<UserIndex>(u), true, false, false));
     ++taken;
   }
+  j["values"] = Unreliable(std::move(j["values"]));
   while (u < n && dir.IsDeleted(static_cast<UserIndex>(u))) ++u;
   const bool last = u >= n;
   j["isLast"] = last;
@@ -724,9 +731,10 @@ HttpResponse FakeJira::Impl::DcGroupMembers(Ctx& ctx) {
   j["total"] = static_cast<Json::UInt64>(total);
   j["values"] = Json::Value(Json::arrayValue);
   const std::uint64_t end = std::min<std::uint64_t>(total, static_cast<std::uint64_t>(start + max));
-  for (std::uint64_t p = static_cast<std::uint64_t>(start); p < end; ++p) {
+  for (std::uint64_t p = OverlapStart(static_cast<std::uint64_t>(start), end); p < end; ++p) {
     j["values"].append(DcUserJson(ctx, members[p], false, false, false));
   }
+  j["values"] = Unreliable(std::move(j["values"]));
   const bool last = end >= total;
   j["isLast"] = last;
   if (!last) j["nextPage"] = page_url(static_cast<std::int64_t>(end));
@@ -858,7 +866,10 @@ HttpResponse FakeJira::Impl::DcGroupsPicker(Ctx& ctx) {
                 " matching groups";
   j["total"] = static_cast<Json::UInt64>(found.size());
   j["groups"] = Json::Value(Json::arrayValue);
-  const auto& admin_groups = dir.global_permissions()["ADMINISTER"];
+  // UNVERIFIED: the label is taken to mark groups holding ADMINISTER or SYSTEM_ADMIN (both give
+  // administrative access).
+  std::vector<GroupIndex> admin_groups = dir.global_permissions()["ADMINISTER"];
+  for (GroupIndex g : dir.global_permissions()["SYSTEM_ADMIN"]) admin_groups.push_back(g);
   for (std::size_t k = 0; k < shown; ++k) {
     const auto& group = dir.group(found[k]);
     Json::Value item;

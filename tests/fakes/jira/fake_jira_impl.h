@@ -222,6 +222,15 @@ class FakeJira::Impl {
   std::string Url(const Ctx& ctx, std::string_view path,
                   std::vector<std::pair<std::string, std::string>> query) const;
   std::string JiraTime(SysTime t) const;  // "2026-01-01T10:00:00.000+0000"
+  // Unreliable paging (options overlapping_items, reversed_pages): where a page starting at
+  // `start` really starts, and its entries in the order served.
+  // A page whose own range is empty stays empty (the end of a listing is still an empty page).
+  std::uint64_t OverlapStart(std::uint64_t start, std::uint64_t end) const {
+    if (start >= end) return start;
+    const auto overlap = static_cast<std::uint64_t>(std::max(0, opt.overlapping_items));
+    return start > overlap ? start - overlap : 0;
+  }
+  Json::Value Unreliable(Json::Value items) const;
 
   // Membership changes, logging the membership and any product access it changes.
   bool ChangeMembership(GroupIndex g, UserIndex u, bool add, const std::string& actor,
