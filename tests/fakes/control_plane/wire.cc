@@ -350,6 +350,29 @@ Status ValidateOutput(std::string_view job_type, const Json::Value& output) {
       f.Fail("sha256", "must be 64 lower-case hex digits");
     }
     f.Int("duration_ms", 0, 0, kMaxInt, JsonFields::kRequired);
+    // Optional: what the sync could not see ({"code": snake_case, "message"}), e.g. the users a
+    // Jira 10.0-10.2 enumeration through groups cannot reach.
+    if (const Json::Value* warnings = f.Array("warnings")) {
+      for (Json::ArrayIndex i = 0; i < warnings->size(); ++i) {
+        const std::string path = f.ChildPath("warnings") + "[" + std::to_string(i) + "]";
+        if (!(*warnings)[i].isObject()) {
+          f.Fail("warnings", "each warning must be an object");
+          break;
+        }
+        JsonFields w((*warnings)[i], path);
+        const std::string code = NonEmptyString(w, "code");
+        if (w.ok() &&
+            code.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
+          w.Fail("code", "must be snake_case");
+        }
+        w.String("message", JsonFields::kRequired);
+        Status s = w.Finish();
+        if (!s.ok()) {
+          f.Merge(s);
+          break;
+        }
+      }
+    }
   } else if (job_type == "secret.rotate") {
     Enum(f, "secret", {"password"});
     f.Int("version", 0, 1, kMaxInt, JsonFields::kRequired);
