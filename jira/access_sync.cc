@@ -1,0 +1,1248 @@
+#include "jira/access_sync.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <unordered_map>
+
+#include "base/encoding.h"
+#include "base/json.h"
+#include "base/time.h"
+#include "jira/client_util.h"
+#include "jira/dc_client.h"
+#include "jira/errors.h"
+#include "jira/pagination.h"
+#include "jira/sync_classify.h"
+#include "jira/sync_pool.h"
+#include "jira/sync_store.h"
+
+namespace cakewalk::jira {
+namespace {
+
+using internal::OptString;
+using Steady = std::chrono::steady_clock;
+
+constexpr int kUserPageSize = 1000;
+constexpr int kMemberPageSize = 50;
+constexpr int kGroupPageSize = 50;
+constexpr int kPatPageSize = 100;
+constexpr int kUserPagesInFlight = 2;
+constexpr int kEmitBatch = 250;
+constexpr std::size_t kReadyLimit = 2000;  // queued group/credential records before producers wait
+constexpr int kPickerMaxResults = 1000;
+constexpr std::int64_t kExcludePagingLimit = 250;  // names a query may page through by exclusion
+constexpr std::size_t kExcludeUrlBudget = 6000;    // bytes of exclude parameters per request
+constexpr std::size_t kMaxQueryLength = 64;
+constexpr std::int64_t kMaxPages = 10'000'000;
+
+std::string FoldAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// The characters of a name as UTF-8 sequences, ASCII letters folded.
+std::vector<std::string> Characters(std::string_view name) {
+  std::vector<std::string> out;
+  const std::string folded = FoldAscii(name);
+  for (std::size_t i = 0; i < folded.size();) {
+    const auto b = static_cast<unsigned char>(folded[i]);
+    const std::size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : 4;
+    out.push_back(folded.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+// Jira's time stamps ("2026-01-01T10:00:00.000+0000") as RFC 3339 in UTC; nullopt when absent or
+// not a time.
+std::optional<std::string> JiraTimeOrNull(const Json::Value& v, const char* key) {
+  auto text = OptString(v, key);
+  if (!text || text->empty()) return std::nullopt;
+  auto t = ParseRfc3339(*text);
+  if (!t.ok()) return std::nullopt;
+  return FormatRfc3339(*t);
+}
+
+Json::Value TextOrNull(const std::optional<std::string>& v) {
+  return v ? Json::Value(*v) : Json::Value(Json::nullValue);
+}
+
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(std::string_view s) { EVP_DigestUpdate(ctx_, s.data(), s.size()); }
+  std::string Hex() {
+    std::array<std::uint8_t, 32> out{};
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx_, out.data(), &n);
+    return HexEncode(std::span<const std::uint8_t>(out.data(), n));
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+struct Include {
+  bool users = false;
+  bool groups = false;
+  bool credentials = false;
+};
+
+Result<Include> ParseParams(const Json::Value& params) {
+  if (!params.isObject()) return InvalidParams("params must be an object");
+  JsonFields f(params, "$.params");
+  const bool has_include = f.Has("include");
+  std::vector<std::string> include = f.StringArray("include");
+  Status s = f.Finish();
+  if (!s.ok()) return InvalidParams(s.message());
+  Include out;
+  if (!has_include) return Include{true, true, true};
+  if (include.empty()) {
+    return InvalidParams(
+        "$.params.include: name at least one of users, groups, memberships, permissions, "
+        "non_human (or leave include out for everything)");
+  }
+  for (const std::string& what : include) {
+    if (what == "users" || what == "memberships" || what == "permissions") {
+      // Memberships and permissions are parts of the user records, which are never sent with a
+      // part left out.
+      out.users = true;
+    } else if (what == "groups") {
+      out.groups = true;
+    } else if (what == "non_human") {
+      out.credentials = true;
+    } else {
+      return InvalidParams("$.params.include: unknown value '" + what +
+                           "' (known: users, groups, memberships, permissions, non_human)");
+    }
+  }
+  return out;
+}
+
+// A failure for an answer the sync did not expect. Jira's 400 is never the job's invalid_params.
+Status Unexpected(const RestReply& reply, std::string_view what) {
+  if (reply.status == 400) {
+    return JiraInternal("Jira answered HTTP 400 to " + std::string(what) +
+                        (reply.ErrorText().empty() ? "" : ": " + reply.ErrorText()));
+  }
+  return UnexpectedReply(reply, what);
+}
+
+struct Group {
+  std::string name;
+  std::string id;  // Cloud groupId; Data Center: the name
+  bool admin = false;
+  bool system_admin = false;
+  std::uint64_t products = 0;  // bits over SyncRun::products_
+  std::int64_t pages_outstanding = 0;
+  std::int64_t last_scheduled_start = 0;
+  std::int64_t members = 0;  // distinct members stored
+  bool done = false;
+};
+
+struct Warning {
+  std::string code;
+  std::string message;
+};
+
+class SyncRun {
+ public:
+  SyncRun(Connection& connection, const AccessSyncOptions& options, SyncRecordSink& sink,
+          std::stop_token stop)
+      : connection_(connection), options_(options), sink_(sink), outer_stop_(std::move(stop)) {}
+
+  Result<SyncReport> Run(const Json::Value& params);
+
+ private:
+  // ---- Setup -------------------------------------------------------------------------------
+  Status Prepare();
+  Status LoadProducts();
+  RestCall Api(std::initializer_list<std::string> tail) const;
+  Result<RestReply> Execute(const RestCall& call, std::string_view what);
+  Result<Json::Value> Get(const RestCall& call, std::string_view what);
+
+  // ---- Groups ------------------------------------------------------------------------------
+  // Registers a group (once per name); submits its member pages when memberships are wanted.
+  void RegisterGroup(const std::string& name, const std::string& id, bool admin, bool system_admin);
+  Status DiscoverDcGroups();
+  Status DiscoverCloudGroups();
+  Result<std::vector<std::string>> CloudGroupNames(const char* access_type);
+  struct PickerAnswer {
+    std::int64_t shown = 0;
+    std::int64_t total = 0;
+  };
+  Result<PickerAnswer> Picker(const std::string& query, const std::vector<std::string>& exclude);
+  std::int64_t KnownMatching(const std::string& folded_query) const;
+
+  // ---- Pages -------------------------------------------------------------------------------
+  void SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first);
+  Status MemberPage(std::uint32_t gid, std::int64_t start, bool first);
+  void GroupPageDone(std::uint32_t gid);
+  Status UserListPage(std::optional<std::string> cursor, std::int64_t page);
+  void SubmitUserSearchPage();
+  Status UserSearchPage(std::int64_t start);
+  void SubmitPatPage();
+  Status PatPage(std::int64_t page);
+  Status ListApplicationLinks();
+  Status ListOAuthClients();
+  Result<UserRow> ParseUserRow(const Json::Value& j, bool listing) const;
+
+  // ---- Stages and emission -----------------------------------------------------------------
+  void StageStarted(int stage);
+  void StageDone(int stage);
+  bool StageFinished(int stage) const;  // under mu_
+  Status PushReady(Json::Value record);
+  void AddWarning(std::string code, std::string message);
+  Status Emit(Json::Value record);
+  Status EmitUsers(bool* drained);
+  Json::Value UserRecord(const SpooledUser& u) const;
+  Json::Value GroupRecord(const Group& g) const;
+  SyncProgress Progress();
+  void Notify() { events_cv_.notify_all(); }
+
+  enum Stage { kDiscovery, kMembers, kUserListing, kTokens, kStageCount };
+
+  Connection& connection_;
+  const AccessSyncOptions& options_;
+  SyncRecordSink& sink_;
+  std::stop_token outer_stop_;
+
+  Include include_;
+  ServerInfo server_;
+  Flavor flavor_ = Flavor::kDataCenter;
+  DcUserListing listing_ = DcUserListing::kUserList;
+  bool last_login_known_ = true;
+  Authenticator* auth_ = nullptr;
+  std::vector<std::string> products_;                           // product keys, by bit
+  std::unordered_map<std::string, std::uint64_t> role_groups_;  // folded group name -> bits
+  Steady::time_point started_;
+
+  std::unique_ptr<SyncStore> store_;
+  std::unique_ptr<SyncGate> gate_;
+  std::unique_ptr<RestClient> rest_;
+
+  mutable std::mutex mu_;
+  std::condition_variable events_cv_;
+  std::condition_variable ready_cv_;
+  std::deque<Group> groups_;
+  std::unordered_map<std::string, std::uint32_t> group_by_name_;  // folded name
+  std::deque<Json::Value> ready_;
+  std::vector<Warning> warnings_;
+  int stage_pending_[kStageCount] = {};
+  bool stage_sealed_[kStageCount] = {};
+  std::int64_t groups_done_ = 0;
+  std::int64_t member_pages_done_ = 0;
+  std::int64_t member_pages_known_ = 0;
+  std::int64_t groups_with_totals_ = 0;
+  std::int64_t users_seen_ = 0;
+  // Windowed startAt listings (user/search, users/search) and the PAT inventory.
+  std::int64_t user_next_start_ = 0;
+  std::int64_t user_end_start_ = INT64_MAX;
+  std::int64_t pat_next_page_ = 1;
+  std::int64_t pat_end_page_ = INT64_MAX;
+
+  // Emission state (the calling thread only).
+  Sha256 sha_;
+  std::int64_t records_ = 0, users_ = 0, groups_emitted_ = 0, non_human_ = 0, credentials_ = 0;
+  std::int64_t last_user_seq_ = 0;
+
+  std::unique_ptr<FetchPool> pool_;  // last: destroyed (joined) first
+};
+
+// ---- Setup ----------------------------------------------------------------------------------
+
+RestCall SyncRun::Api(std::initializer_list<std::string> tail) const {
+  RestCall call;
+  call.path = {"rest", "api", flavor_ == Flavor::kCloud ? "3" : "2"};
+  call.path.insert(call.path.end(), tail.begin(), tail.end());
+  return call;
+}
+
+Result<RestReply> SyncRun::Execute(const RestCall& call, std::string_view what) {
+  return rest_->Execute(call, auth_, pool_->stop_token(), what);
+}
+
+Result<Json::Value> SyncRun::Get(const RestCall& call, std::string_view what) {
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, what));
+  if (!reply.ok()) return Unexpected(reply, what);
+  return std::move(reply.json);
+}
+
+Status SyncRun::Prepare() {
+  CW_ASSIGN_OR_RETURN(Connection::RestAccess access, connection_.AccessSyncRest(outer_stop_));
+  auth_ = access.auth;
+  CW_ASSIGN_OR_RETURN(server_, connection_.Server(outer_stop_));
+  flavor_ = connection_.settings().flavor;
+  if (flavor_ == Flavor::kDataCenter) {
+    listing_ = ChooseDcUserListing(server_);
+    last_login_known_ = listing_ != DcUserListing::kGroupMembers;
+  } else {
+    last_login_known_ = false;
+  }
+  std::filesystem::path dir = options_.scratch_dir;
+  if (dir.empty()) {
+    if (connection_.settings().state_dir.empty()) {
+      return JiraInternal("access sync needs a state directory for its scratch file");
+    }
+    dir = connection_.settings().state_dir / "jira" / "access-sync";
+  }
+  CW_ASSIGN_OR_RETURN(store_, SyncStore::Create(dir, options_.scratch_cache_kib));
+
+  pool_ = std::make_unique<FetchPool>(std::max(1, options_.max_concurrency), outer_stop_);
+  const Runtime& rt = connection_.runtime();
+  GateOptions gate;
+  gate.max_concurrency = options_.max_concurrency;
+  gate.initial_concurrency = options_.initial_concurrency;
+  gate_ = std::make_unique<SyncGate>(connection_.transport(), *rt.clock, *rt.sleeper, gate,
+                                     pool_->stop_token());
+  if (options_.observer) gate_->SetObserver(options_.observer);
+  Runtime runtime = rt;
+  runtime.retry = options_.retry;
+  // The gate is owned here; the RestClient only borrows it (an empty owner).
+  std::shared_ptr<http::Transport> borrowed(std::shared_ptr<void>(), gate_.get());
+  rest_ = std::make_unique<RestClient>(borrowed, access.api->base(), runtime, nullptr);
+  return Status::Ok();
+}
+
+Status SyncRun::LoadProducts() {
+  CW_ASSIGN_OR_RETURN(Json::Value roles, Get(Api({"applicationrole"}), "GET applicationrole"));
+  if (!roles.isArray()) return JiraInternal("Jira answered GET applicationrole with no list");
+  for (const Json::Value& role : roles) {
+    auto key = OptString(role, "key");
+    if (!key || products_.size() >= 64) continue;
+    const std::uint64_t bit = std::uint64_t{1} << products_.size();
+    products_.push_back(*key);
+    if (role["groups"].isArray()) {
+      for (const Json::Value& g : role["groups"]) {
+        if (g.isString()) role_groups_[FoldAscii(g.asString())] |= bit;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// ---- Stages -----------------------------------------------------------------------------------
+
+void SyncRun::StageStarted(int stage) {
+  std::lock_guard lock(mu_);
+  ++stage_pending_[stage];
+}
+
+void SyncRun::StageDone(int stage) {
+  {
+    std::lock_guard lock(mu_);
+    --stage_pending_[stage];
+  }
+  Notify();
+}
+
+bool SyncRun::StageFinished(int stage) const {
+  return stage_sealed_[stage] && stage_pending_[stage] == 0;
+}
+
+void SyncRun::AddWarning(std::string code, std::string message) {
+  std::lock_guard lock(mu_);
+  for (const Warning& w : warnings_) {
+    if (w.code == code) return;
+  }
+  warnings_.push_back({std::move(code), std::move(message)});
+}
+
+Status SyncRun::PushReady(Json::Value record) {
+  std::unique_lock lock(mu_);
+  const std::stop_token stop = pool_->stop_token();
+  while (ready_.size() >= kReadyLimit && !stop.stop_requested()) {
+    ready_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  if (stop.stop_requested()) return Stopped();
+  ready_.push_back(std::move(record));
+  lock.unlock();
+  Notify();
+  return Status::Ok();
+}
+
+// ---- Groups -----------------------------------------------------------------------------------
+
+void SyncRun::RegisterGroup(const std::string& name, const std::string& id, bool admin,
+                            bool system_admin) {
+  std::uint32_t gid;
+  {
+    std::lock_guard lock(mu_);
+    const std::string folded = FoldAscii(name);
+    if (auto it = group_by_name_.find(folded); it != group_by_name_.end()) {
+      Group& g = groups_[it->second];
+      g.admin |= admin;
+      g.system_admin |= system_admin;
+      return;
+    }
+    gid = static_cast<std::uint32_t>(groups_.size());
+    Group g;
+    g.name = name;
+    g.id = id;
+    g.admin = admin || system_admin;
+    g.system_admin = system_admin;
+    if (auto it = role_groups_.find(folded); it != role_groups_.end()) g.products = it->second;
+    g.pages_outstanding = 1;
+    groups_.push_back(std::move(g));
+    group_by_name_[folded] = gid;
+    ++stage_pending_[kMembers];
+    ++member_pages_known_;
+  }
+  SubmitMemberPage(gid, 0, true);
+}
+
+std::int64_t SyncRun::KnownMatching(const std::string& folded_query) const {
+  std::lock_guard lock(mu_);
+  std::int64_t n = 0;
+  for (const auto& [folded, gid] : group_by_name_) {
+    if (folded.find(folded_query) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
+                                              const std::vector<std::string>& exclude) {
+  RestCall call = Api({"groups", "picker"});
+  call.query = {{"query", query}, {"maxResults", std::to_string(kPickerMaxResults)}};
+  for (const std::string& e : exclude) call.query.emplace_back("exclude", e);
+  CW_ASSIGN_OR_RETURN(Json::Value page, Get(call, "GET groups/picker"));
+  if (!page.isObject() || !page["groups"].isArray()) {
+    return JiraInternal("Jira answered GET groups/picker with no groups");
+  }
+  PickerAnswer answer;
+  for (const Json::Value& g : page["groups"]) {
+    auto name = OptString(g, "name");
+    if (!name) continue;
+    bool admin = false;
+    if (g["labels"].isArray()) {
+      for (const Json::Value& label : g["labels"]) {
+        if (OptString(label, "type") == "ADMIN") admin = true;
+      }
+    }
+    RegisterGroup(*name, *name, admin, false);
+    ++answer.shown;
+  }
+  answer.total = page["total"].isIntegral() ? page["total"].asInt64() : answer.shown;
+  return answer;
+}
+
+// The group picker shows at most jira.ajax.autocomplete.limit names per query and says how many
+// matched (`total`). A query whose matches are not all known yet is narrowed: the same query one
+// character longer on either side covers every longer name containing it. A query with few
+// enough matches is instead paged by excluding the names already known. The alphabet is taken from
+// the names seen so far; a name with a character no other name has is still found by exclusion,
+// and what cannot be found within the URL budget is reported.
+Status SyncRun::DiscoverDcGroups() {
+  struct Pending {
+    std::string query;
+    std::string parent;
+  };
+  std::deque<Pending> pending{{"", ""}};
+  std::set<std::string> asked;
+  std::map<std::string, std::int64_t> totals;  // folded query -> total
+  std::int64_t unresolved = 0;
+  const auto satisfied = [&](const std::string& q) { return KnownMatching(q) >= totals[q]; };
+  while (!pending.empty()) {
+    if (pool_->stop_token().stop_requested()) return Stopped();
+    Pending p = std::move(pending.front());
+    pending.pop_front();
+    if (!asked.insert(p.query).second) continue;
+    if (!p.query.empty() && satisfied(p.parent)) continue;
+    CW_ASSIGN_OR_RETURN(PickerAnswer answer, Picker(p.query, {}));
+    totals[p.query] = answer.total;
+    if (answer.shown >= answer.total || satisfied(p.query)) continue;
+    if (answer.total <= kExcludePagingLimit) {
+      // Page by exclusion while it finds new names.
+      bool resolved = false;
+      while (true) {
+        std::vector<std::string> known;
+        std::size_t bytes = 0;
+        {
+          std::lock_guard lock(mu_);
+          for (const auto& [folded, gid] : group_by_name_) {
+            if (folded.find(p.query) == std::string::npos) continue;
+            known.push_back(groups_[gid].name);
+            bytes += UrlEncode(groups_[gid].name).size() + 9;
+          }
+        }
+        if (static_cast<std::int64_t>(known.size()) >= answer.total) {
+          resolved = true;
+          break;
+        }
+        if (bytes > kExcludeUrlBudget) break;
+        CW_ASSIGN_OR_RETURN(PickerAnswer more, Picker(p.query, known));
+        if (more.shown == 0) break;
+      }
+      if (resolved) continue;
+    }
+    if (p.query.size() >= kMaxQueryLength) {
+      ++unresolved;
+      continue;
+    }
+    std::set<std::string> alphabet;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [folded, gid] : group_by_name_) {
+        for (std::string& c : Characters(folded)) alphabet.insert(std::move(c));
+      }
+    }
+    for (const std::string& c : alphabet) {
+      for (std::string child : {p.query + c, c + p.query}) {
+        if (!asked.count(child)) pending.push_back({std::move(child), p.query});
+      }
+    }
+  }
+  // Every query must be accounted for: what is still short was not found.
+  std::int64_t missing = 0;
+  for (const auto& [q, total] : totals) {
+    if (q.empty()) missing = std::max<std::int64_t>(0, total - KnownMatching(q));
+  }
+  if (missing > 0 || unresolved > 0) {
+    AddWarning("groups_incomplete",
+               "the group picker is capped (jira.ajax.autocomplete.limit) and " +
+                   std::to_string(missing) +
+                   " group(s) could not be listed through it; their members are missing");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> SyncRun::CloudGroupNames(const char* access_type) {
+  std::vector<std::string> names;
+  RestCall call = Api({"group", "bulk"});
+  call.query = {{"accessType", access_type}};
+  PageLimits limits;
+  limits.page_size = kGroupPageSize;
+  CW_RETURN_IF_ERROR(ForEachPageBeanItem(*rest_, call, auth_, limits, pool_->stop_token(),
+                                         "GET group/bulk",
+                                         [&](const Json::Value& g) -> Result<bool> {
+                                           if (auto n = OptString(g, "name")) names.push_back(*n);
+                                           return true;
+                                         }));
+  return names;
+}
+
+Status SyncRun::DiscoverCloudGroups() {
+  CW_ASSIGN_OR_RETURN(std::vector<std::string> admins, CloudGroupNames("admin"));
+  CW_ASSIGN_OR_RETURN(std::vector<std::string> site_admins, CloudGroupNames("site-admin"));
+  std::set<std::string> admin_set, site_set;
+  for (const auto& n : admins) admin_set.insert(FoldAscii(n));
+  for (const auto& n : site_admins) site_set.insert(FoldAscii(n));
+  RestCall call = Api({"group", "bulk"});
+  PageLimits limits;
+  limits.page_size = kGroupPageSize;
+  return ForEachPageBeanItem(*rest_, call, auth_, limits, pool_->stop_token(), "GET group/bulk",
+                             [&](const Json::Value& g) -> Result<bool> {
+                               auto name = OptString(g, "name");
+                               auto id = OptString(g, "groupId");
+                               if (!name) return true;
+                               const std::string folded = FoldAscii(*name);
+                               RegisterGroup(*name, id.value_or(*name),
+                                             admin_set.count(folded) != 0,
+                                             site_set.count(folded) != 0);
+                               return true;
+                             });
+}
+
+// ---- Member pages ---------------------------------------------------------------------------
+
+void SyncRun::SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first) {
+  pool_->Submit(FetchPool::kNormal, [this, gid, start, first] {
+    Status s = MemberPage(gid, start, first);
+    if (s.ok()) GroupPageDone(gid);
+    return s;
+  });
+}
+
+Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
+  std::string name, id;
+  {
+    std::lock_guard lock(mu_);
+    name = groups_[gid].name;
+    id = groups_[gid].id;
+  }
+  RestCall call = Api({"group", "member"});
+  if (flavor_ == Flavor::kCloud) {
+    call.query.emplace_back("groupId", id);
+  } else {
+    call.query.emplace_back("groupname", name);
+  }
+  call.query.emplace_back("includeInactiveUsers", "true");
+  call.query.emplace_back("startAt", std::to_string(start));
+  call.query.emplace_back("maxResults", std::to_string(kMemberPageSize));
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, "GET group/member"));
+  if (reply.status == 404) return Status::Ok();  // deleted since it was listed
+  if (!reply.ok()) return Unexpected(reply, "GET group/member");
+  const Json::Value& bean = reply.json;
+  if (!bean.isObject() || !bean["values"].isArray()) {
+    return JiraInternal("Jira answered GET group/member with no page of values");
+  }
+  std::vector<std::string> ids;
+  std::vector<UserRow> rows;
+  const bool users_from_members =
+      flavor_ == Flavor::kDataCenter && listing_ == DcUserListing::kGroupMembers && include_.users;
+  for (const Json::Value& item : bean["values"]) {
+    auto uid = OptString(item, flavor_ == Flavor::kCloud ? "accountId" : "key");
+    if (!uid) continue;
+    ids.push_back(*uid);
+    if (users_from_members) {
+      auto row = ParseUserRow(item, false);
+      if (row.ok()) rows.push_back(std::move(*row));
+    }
+  }
+  CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddMembers(gid, ids));
+  std::int64_t new_users = 0;
+  if (!rows.empty()) {
+    CW_ASSIGN_OR_RETURN(new_users, store_->AddUsers(rows));
+  }
+  const std::int64_t received = static_cast<std::int64_t>(bean["values"].size());
+  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool() || received == 0;
+  std::vector<std::int64_t> follow;
+  {
+    std::lock_guard lock(mu_);
+    Group& g = groups_[gid];
+    g.members += added;
+    users_seen_ += new_users;
+    ++member_pages_done_;
+    if (first && !last) {
+      const std::int64_t total = bean["total"].isIntegral() ? bean["total"].asInt64() : -1;
+      if (total > received) {
+        for (std::int64_t s = kMemberPageSize; s < total; s += kMemberPageSize) follow.push_back(s);
+      } else {
+        follow.push_back(start + received);
+      }
+      ++groups_with_totals_;
+    } else if (first) {
+      ++groups_with_totals_;
+    }
+    if (!first && !last && start == g.last_scheduled_start) {
+      // Jira's total was smaller than the group: go on one page at a time.
+      follow.push_back(start + std::max<std::int64_t>(received, 1));
+    }
+    if (!follow.empty()) {
+      g.last_scheduled_start = follow.back();
+      g.pages_outstanding += static_cast<std::int64_t>(follow.size());
+      member_pages_known_ += static_cast<std::int64_t>(follow.size());
+    }
+  }
+  for (std::int64_t s : follow) SubmitMemberPage(gid, s, false);
+  return Status::Ok();
+}
+
+void SyncRun::GroupPageDone(std::uint32_t gid) {
+  std::optional<Json::Value> record;
+  {
+    std::lock_guard lock(mu_);
+    Group& g = groups_[gid];
+    if (--g.pages_outstanding > 0) return;
+    g.done = true;
+    ++groups_done_;
+    --stage_pending_[kMembers];
+    if (include_.groups) record = GroupRecord(g);
+  }
+  if (record) {
+    Status s = PushReady(std::move(*record));
+    if (!s.ok()) pool_->Fail(s);
+  }
+  Notify();
+}
+
+Json::Value SyncRun::GroupRecord(const Group& g) const {
+  Json::Value r(Json::objectValue);
+  r["kind"] = "group";
+  r["id"] = g.id;
+  r["name"] = g.name;
+  r["member_count"] = static_cast<Json::Int64>(g.members);
+  return r;
+}
+
+// ---- Users ------------------------------------------------------------------------------------
+
+Result<UserRow> SyncRun::ParseUserRow(const Json::Value& j, bool listing) const {
+  if (!j.isObject()) return JiraInternal("Jira listed a user that is not an object");
+  UserRow row;
+  if (flavor_ == Flavor::kCloud) {
+    auto id = OptString(j, "accountId");
+    if (!id || id->empty()) return JiraInternal("Jira Cloud listed a user without accountId");
+    row.id = *id;
+    row.account_type = OptString(j, "accountType");
+  } else {
+    auto name = OptString(j, "name");
+    auto key = OptString(j, "key");
+    if (!name && !key) return JiraInternal("Jira listed a user without key or name");
+    row.id = key.value_or(*name);
+    row.username = name;
+    if (listing) row.last_login = JiraTimeOrNull(j, "lastLoginTime");
+  }
+  // Hidden addresses are null (or absent, or empty on Data Center): never guessed.
+  row.email = OptString(j, "emailAddress");
+  if (row.email && row.email->empty()) row.email.reset();
+  row.display_name = OptString(j, "displayName").value_or("");
+  row.active = !j["active"].isBool() || j["active"].asBool();
+  return row;
+}
+
+Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t page) {
+  if (page > kMaxPages) return JiraInternal("GET user/list did not end");
+  RestCall call = Api({"user", "list"});
+  call.query.emplace_back("maxResults", std::to_string(kUserPageSize));
+  if (cursor) call.query.emplace_back("cursor", *cursor);
+  CW_ASSIGN_OR_RETURN(Json::Value bean, Get(call, "GET user/list"));
+  if (!bean.isObject() || !bean["values"].isArray()) {
+    return JiraInternal("Jira answered GET user/list with no page of values");
+  }
+  std::vector<UserRow> rows;
+  rows.reserve(bean["values"].size());
+  for (const Json::Value& item : bean["values"]) {
+    CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
+    rows.push_back(std::move(row));
+  }
+  CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
+  rows.clear();
+  {
+    std::lock_guard lock(mu_);
+    users_seen_ += added;
+  }
+  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
+  auto next = OptString(bean, "nextCursor");
+  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
+  if (!last) {
+    if (!next || next == cursor) {
+      return JiraInternal("GET user/list said more pages follow but gave no new cursor");
+    }
+    StageStarted(kUserListing);
+    pool_->Submit(FetchPool::kNormal, [this, next, page] {
+      Status s = UserListPage(next, page + 1);
+      if (s.ok()) StageDone(kUserListing);
+      return s;
+    });
+  }
+  Notify();
+  return Status::Ok();
+}
+
+void SyncRun::SubmitUserSearchPage() {
+  std::int64_t start;
+  {
+    std::lock_guard lock(mu_);
+    if (user_next_start_ >= user_end_start_) return;
+    start = user_next_start_;
+    user_next_start_ += kUserPageSize;
+    ++stage_pending_[kUserListing];
+  }
+  pool_->Submit(FetchPool::kLow, [this, start] {
+    Status s = UserSearchPage(start);
+    if (s.ok()) StageDone(kUserListing);
+    return s;
+  });
+}
+
+// Data Center 9.x user/search?username=. and Cloud users/search: bare arrays from startAt. Pages
+// may come back short (privacy filtering on Cloud), so startAt advances by the page size asked
+// for, and only an empty page ends the listing.
+Status SyncRun::UserSearchPage(std::int64_t start) {
+  if (start / kUserPageSize > kMaxPages) return JiraInternal("the user listing did not end");
+  RestCall call;
+  std::string what;
+  if (flavor_ == Flavor::kCloud) {
+    call = Api({"users", "search"});
+    call.retry_conflict = true;  // 409: the search took longer than Jira allows
+    what = "GET users/search";
+  } else {
+    call = Api({"user", "search"});
+    call.query = {{"username", "."}, {"includeActive", "true"}, {"includeInactive", "true"}};
+    what = "GET user/search";
+  }
+  call.query.emplace_back("startAt", std::to_string(start));
+  call.query.emplace_back("maxResults", std::to_string(kUserPageSize));
+  CW_ASSIGN_OR_RETURN(Json::Value items, Get(call, what));
+  if (!items.isArray()) return JiraInternal("Jira answered " + what + " with no list");
+  std::vector<UserRow> rows;
+  rows.reserve(items.size());
+  for (const Json::Value& item : items) {
+    CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
+    rows.push_back(std::move(row));
+  }
+  const bool empty = items.empty();
+  items = Json::Value();
+  CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
+  {
+    std::lock_guard lock(mu_);
+    users_seen_ += added;
+    if (empty) user_end_start_ = std::min(user_end_start_, start);
+  }
+  if (!empty) SubmitUserSearchPage();
+  Notify();
+  return Status::Ok();
+}
+
+// ---- Credentials (Data Center) -----------------------------------------------------------------
+
+void SyncRun::SubmitPatPage() {
+  std::int64_t page;
+  {
+    std::lock_guard lock(mu_);
+    if (pat_next_page_ >= pat_end_page_) return;
+    page = pat_next_page_++;
+    ++stage_pending_[kTokens];
+  }
+  pool_->Submit(FetchPool::kHigh, [this, page] {
+    Status s = PatPage(page);
+    if (s.ok()) StageDone(kTokens);
+    return s;
+  });
+}
+
+// The token inventory behind Jira's administration page: POST /rest/pat/latest/tokens/search
+// {"page" (1-based), "limit"} -> {values[{id, name, createdAt, expiringAt, lastAccessedAt,
+// userProfileResource{key, name}}], isLastPage}. Undocumented: a server without it (404/405) is a
+// warning, not a failure.
+Status SyncRun::PatPage(std::int64_t page) {
+  if (page > kMaxPages) return JiraInternal("the token search did not end");
+  RestCall call;
+  call.method = "POST";
+  call.path = {"rest", "pat", "latest", "tokens", "search"};
+  Json::Value body(Json::objectValue);
+  body["page"] = static_cast<Json::Int64>(page);
+  body["limit"] = kPatPageSize;
+  call.json = body;
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, "POST pat/latest/tokens/search"));
+  if (reply.status == 404 || reply.status == 405) {
+    AddWarning("personal_access_tokens_not_listed",
+               "this Jira does not offer the personal access token inventory (HTTP " +
+                   std::to_string(reply.status) +
+                   "); token owners are not known to the non-human rules and no token "
+                   "records are sent");
+    std::lock_guard lock(mu_);
+    pat_end_page_ = std::min(pat_end_page_, page);
+    return Status::Ok();
+  }
+  if (!reply.ok()) return Unexpected(reply, "POST pat/latest/tokens/search");
+  const Json::Value& j = reply.json;
+  if (!j.isObject() || !j["values"].isArray()) {
+    return JiraInternal("Jira answered the token search with no values");
+  }
+  std::vector<std::string> owners;
+  std::vector<Json::Value> records;
+  for (const Json::Value& t : j["values"]) {
+    const Json::Value& owner = t["userProfileResource"];
+    auto owner_key = owner.isObject() ? OptString(owner, "key") : std::nullopt;
+    if (owner_key) owners.push_back(*owner_key);
+    if (!include_.credentials) continue;
+    std::optional<std::string> id = OptString(t, "id");
+    if (!id && t["id"].isIntegral()) id = std::to_string(t["id"].asInt64());
+    if (!id) continue;
+    Json::Value r(Json::objectValue);
+    r["kind"] = "credential";
+    r["id"] = *id;
+    r["nhi_type"] = "personal_access_token";
+    r["name"] = OptString(t, "name").value_or("");
+    r["owner_id"] = TextOrNull(owner_key);
+    r["created_at"] = TextOrNull(JiraTimeOrNull(t, "createdAt"));
+    r["expires_at"] = TextOrNull(JiraTimeOrNull(t, "expiringAt"));
+    r["last_used_at"] = TextOrNull(JiraTimeOrNull(t, "lastAccessedAt"));
+    records.push_back(std::move(r));
+  }
+  CW_RETURN_IF_ERROR(store_->AddTokenOwners(owners));
+  const bool last = j["values"].empty() || !j["isLastPage"].isBool() || j["isLastPage"].asBool();
+  {
+    std::lock_guard lock(mu_);
+    if (last) pat_end_page_ = std::min(pat_end_page_, page + 1);
+  }
+  for (Json::Value& r : records) CW_RETURN_IF_ERROR(PushReady(std::move(r)));
+  if (!last) SubmitPatPage();
+  return Status::Ok();
+}
+
+Json::Value CredentialRecord(std::string id, const char* type, std::string name) {
+  Json::Value r(Json::objectValue);
+  r["kind"] = "credential";
+  r["id"] = std::move(id);
+  r["nhi_type"] = type;
+  r["name"] = std::move(name);
+  r["owner_id"] = Json::Value(Json::nullValue);
+  r["created_at"] = Json::Value(Json::nullValue);
+  r["expires_at"] = Json::Value(Json::nullValue);
+  r["last_used_at"] = Json::Value(Json::nullValue);
+  return r;
+}
+
+Status SyncRun::ListApplicationLinks() {
+  RestCall call;
+  call.path = {"rest", "applinks", "latest", "listApplicationlinks"};
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, "GET applinks/latest/listApplicationlinks"));
+  if (reply.status == 404 || reply.status == 405) {
+    AddWarning("application_links_not_listed", "this Jira does not list application links (HTTP " +
+                                                   std::to_string(reply.status) + ")");
+    return Status::Ok();
+  }
+  if (!reply.ok()) return Unexpected(reply, "GET applinks/latest/listApplicationlinks");
+  if (!reply.json.isObject() || !reply.json["list"].isArray()) {
+    return JiraInternal("Jira answered listApplicationlinks with no list");
+  }
+  for (const Json::Value& item : reply.json["list"]) {
+    const Json::Value& app =
+        item.isObject() && item["application"].isObject() ? item["application"] : item;
+    auto id = OptString(app, "id");
+    if (!id) continue;
+    CW_RETURN_IF_ERROR(
+        PushReady(CredentialRecord(*id, "application_link", OptString(app, "name").value_or(""))));
+  }
+  return Status::Ok();
+}
+
+Status SyncRun::ListOAuthClients() {
+  RestCall call;
+  call.path = {"rest", "oauth2", "latest", "client"};
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, "GET oauth2/latest/client"));
+  if (reply.status == 404 || reply.status == 405) {
+    AddWarning("oauth_clients_not_listed", "this Jira does not list OAuth 2.0 clients (HTTP " +
+                                               std::to_string(reply.status) + ")");
+    return Status::Ok();
+  }
+  if (!reply.ok()) return Unexpected(reply, "GET oauth2/latest/client");
+  if (!reply.json.isArray()) return JiraInternal("Jira answered oauth2/latest/client with no list");
+  for (const Json::Value& c : reply.json) {
+    auto id = OptString(c, "clientId");
+    if (!id) id = OptString(c, "id");
+    if (!id) continue;
+    CW_RETURN_IF_ERROR(
+        PushReady(CredentialRecord(*id, "oauth_client", OptString(c, "name").value_or(""))));
+  }
+  return Status::Ok();
+}
+
+// ---- Emission ---------------------------------------------------------------------------------
+
+Status SyncRun::Emit(Json::Value record) {
+  const std::string canonical = WriteJson(record);
+  const std::string kind = record["kind"].asString();
+  CW_RETURN_IF_ERROR(sink_.Write(std::move(record)));
+  sha_.Update(canonical);
+  ++records_;
+  if (kind == "user") {
+    ++users_;
+  } else if (kind == "group") {
+    ++groups_emitted_;
+  } else {
+    ++credentials_;
+  }
+  return Status::Ok();
+}
+
+Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
+  std::vector<std::string> group_names;
+  std::uint64_t products = 0;
+  bool admin = false, system_admin = false;
+  {
+    std::lock_guard lock(mu_);
+    for (std::uint32_t gid : u.groups) {
+      if (gid >= groups_.size()) continue;
+      const Group& g = groups_[gid];
+      group_names.push_back(g.name);
+      products |= g.products;
+      admin |= g.admin;
+      system_admin |= g.system_admin;
+    }
+  }
+  std::sort(group_names.begin(), group_names.end());
+  std::vector<std::string> product_keys;
+  for (std::size_t i = 0; i < products_.size(); ++i) {
+    if (products & (std::uint64_t{1} << i)) product_keys.push_back(products_[i]);
+  }
+  std::sort(product_keys.begin(), product_keys.end());
+  const bool has_product = !product_keys.empty();
+
+  NhiVerdict verdict;
+  if (flavor_ == Flavor::kCloud) {
+    verdict = ClassifyCloudUser(u.row.account_type, u.row.email);
+  } else {
+    DcUserSignals signals;
+    signals.username = u.row.username ? std::string_view(*u.row.username) : std::string_view();
+    if (u.row.email) signals.email = *u.row.email;
+    signals.owns_token = u.owns_token;
+    signals.has_product = has_product;
+    if (last_login_known_) signals.ever_logged_in = u.row.last_login.has_value();
+    verdict = ClassifyDataCenterUser(signals, options_.nhi_patterns);
+  }
+
+  Json::Value r(Json::objectValue);
+  r["kind"] = "user";
+  r["id"] = u.row.id;
+  r["username"] = TextOrNull(u.row.username);
+  r["email"] = TextOrNull(u.row.email);
+  r["display_name"] = u.row.display_name;
+  r["active"] = u.row.active;
+  r["human"] = verdict.human;
+  r["nhi_type"] = verdict.human ? Json::Value(Json::nullValue) : Json::Value(verdict.type);
+  if (!verdict.human) r["nhi_reason"] = verdict.reason;
+  Json::Value groups(Json::arrayValue);
+  for (auto& n : group_names) groups.append(std::move(n));
+  r["groups"] = std::move(groups);
+  Json::Value prods(Json::arrayValue);
+  for (auto& p : product_keys) prods.append(std::move(p));
+  r["products"] = std::move(prods);
+  Json::Value perms(Json::arrayValue);
+  if (admin || system_admin) perms.append("ADMINISTER");
+  if (system_admin) perms.append("SYSTEM_ADMIN");
+  r["permissions"] = std::move(perms);
+  r["level"] = std::string(AccessLevel(system_admin, admin, has_product));
+  r["last_login"] = TextOrNull(u.row.last_login);
+  return r;
+}
+
+// Emits the next batch of spooled users; `drained` tells whether none was left.
+Status SyncRun::EmitUsers(bool* drained) {
+  CW_ASSIGN_OR_RETURN(std::vector<SpooledUser> batch,
+                      store_->UsersAfter(last_user_seq_, kEmitBatch));
+  *drained = batch.empty();
+  for (const SpooledUser& u : batch) {
+    Json::Value record = UserRecord(u);
+    if (!record["human"].asBool()) ++non_human_;
+    CW_RETURN_IF_ERROR(Emit(std::move(record)));
+    last_user_seq_ = u.seq;
+  }
+  return Status::Ok();
+}
+
+SyncProgress SyncRun::Progress() {
+  SyncProgress p;
+  {
+    std::lock_guard lock(mu_);
+    p.users_seen = users_seen_;
+    p.groups_known = static_cast<std::int64_t>(groups_.size());
+    p.groups_done = groups_done_;
+    p.member_pages_done = member_pages_done_;
+    p.member_pages_known = member_pages_known_;
+    p.member_pages_final = StageFinished(kDiscovery) &&
+                           groups_with_totals_ >= static_cast<std::int64_t>(groups_.size());
+    if (!StageFinished(kDiscovery) || !StageFinished(kMembers)) {
+      p.phase = StageFinished(kDiscovery) ? "memberships" : "groups";
+    } else {
+      p.phase = "users";
+    }
+  }
+  p.records = records_;
+  p.users_emitted = users_;
+  const GateStats gs = gate_->stats();
+  p.requests = gs.requests;
+  p.concurrency = gs.limit;
+  p.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - started_);
+  const double secs = std::max(0.001, std::chrono::duration<double>(p.elapsed).count());
+  p.records_per_second = static_cast<double>(records_) / secs;
+  if (p.member_pages_final && p.member_pages_done > 0 && p.phase == "memberships") {
+    const double rate = static_cast<double>(p.member_pages_done) / secs;
+    p.eta = std::chrono::seconds(static_cast<std::int64_t>(
+        static_cast<double>(p.member_pages_known - p.member_pages_done) / rate + 0.5));
+  }
+  return p;
+}
+
+// ---- The run ----------------------------------------------------------------------------------
+
+Result<SyncReport> SyncRun::Run(const Json::Value& params) {
+  started_ = Steady::now();
+  CW_ASSIGN_OR_RETURN(include_, ParseParams(params));
+  CW_RETURN_IF_ERROR(Prepare());
+  const bool dc = flavor_ == Flavor::kDataCenter;
+  const bool want_members = include_.users || include_.groups;
+  const bool want_tokens = dc && (include_.users || include_.credentials);
+
+  if (want_members) CW_RETURN_IF_ERROR(LoadProducts());
+
+  // Stages: every task that may add work to a stage holds it open until it is done.
+  auto run_stage = [this](int stage, FetchPool::Priority priority, std::function<Status()> body) {
+    StageStarted(stage);
+    pool_->Submit(priority, [this, stage, body = std::move(body)] {
+      Status s = body();
+      if (s.ok()) StageDone(stage);
+      return s;
+    });
+  };
+  if (want_members) {
+    run_stage(kDiscovery, FetchPool::kHigh,
+              [this, dc] { return dc ? DiscoverDcGroups() : DiscoverCloudGroups(); });
+  }
+  if (include_.users) {
+    if (!dc) {
+      for (int i = 0; i < kUserPagesInFlight; ++i) SubmitUserSearchPage();
+    } else if (listing_ == DcUserListing::kUserList) {
+      run_stage(kUserListing, FetchPool::kNormal, [this] { return UserListPage(std::nullopt, 0); });
+    } else if (listing_ == DcUserListing::kSearchAll) {
+      for (int i = 0; i < kUserPagesInFlight; ++i) SubmitUserSearchPage();
+    }
+  }
+  if (want_tokens) {
+    for (int i = 0; i < 2; ++i) SubmitPatPage();
+  }
+  if (dc && include_.credentials) {
+    run_stage(kTokens, FetchPool::kHigh, [this] { return ListApplicationLinks(); });
+    run_stage(kTokens, FetchPool::kHigh, [this] { return ListOAuthClients(); });
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (bool& sealed : stage_sealed_) sealed = true;
+  }
+
+  if (include_.users) {
+    if (dc && listing_ == DcUserListing::kGroupMembers) {
+      AddWarning("users_outside_groups_not_listed",
+                 "Jira " + server_.version +
+                     " returns only the first 100 results of user/search, so users were found "
+                     "through the members of every group: accounts that belong to no group are "
+                     "not in this sync");
+    }
+    if (!last_login_known_) {
+      AddWarning("last_login_unavailable",
+                 dc ? "group member listings do not show the last login: last_login is null and "
+                      "the never-logged-in rule was not applied"
+                    : "Jira Cloud's REST API does not show last logins (the organization admin "
+                      "API does): last_login is null");
+    }
+    if (dc) {
+      AddWarning("system_admin_not_distinguished",
+                 "Jira Data Center publishes no list of the groups holding SYSTEM_ADMIN: members "
+                 "of groups the group picker labels as administrative are reported with "
+                 "ADMINISTER and level admin");
+    }
+  }
+  if (!dc && include_.credentials) {
+    AddWarning("credentials_not_listed",
+               "Jira Cloud lists API tokens and OAuth clients only through the organization admin "
+               "API, which access sync credentials cannot use: no credential records are sent");
+  }
+
+  // The calling thread emits: queued group and credential records as they come, then the users
+  // once every membership (and token owner) is in.
+  bool members_indexed = false;
+  bool users_done = !include_.users;
+  auto next_progress = Steady::now();
+  while (true) {
+    if (auto failure = pool_->failure()) return *failure;
+    std::deque<Json::Value> ready;
+    bool members_complete, listing_complete, idle;
+    {
+      std::unique_lock lock(mu_);
+      ready.swap(ready_);
+      members_complete =
+          StageFinished(kDiscovery) && StageFinished(kMembers) && StageFinished(kTokens);
+      listing_complete = members_complete && StageFinished(kUserListing);
+    }
+    ready_cv_.notify_all();
+    for (Json::Value& r : ready) {
+      if (pool_->stop_token().stop_requested()) break;
+      Status s = Emit(std::move(r));
+      if (!s.ok()) {
+        pool_->Fail(s);
+        return s;
+      }
+    }
+    bool drained = true;
+    if (include_.users && members_complete && !users_done) {
+      if (!members_indexed) {
+        CW_RETURN_IF_ERROR(store_->IndexMembers());
+        members_indexed = true;
+      }
+      Status s = EmitUsers(&drained);
+      if (!s.ok()) {
+        pool_->Fail(s);
+        return s;
+      }
+      if (drained && listing_complete) {
+        // Rows added after the last read cannot exist: the listing finished before this read.
+        users_done = true;
+      }
+    }
+    idle = pool_->Idle();
+    if (options_.progress && Steady::now() >= next_progress) {
+      options_.progress(Progress());
+      next_progress = Steady::now() + options_.progress_interval;
+    }
+    {
+      std::unique_lock lock(mu_);
+      const bool all_done = users_done && ready_.empty() && idle && StageFinished(kDiscovery) &&
+                            StageFinished(kMembers) && StageFinished(kTokens) &&
+                            StageFinished(kUserListing);
+      if (all_done) break;
+      if (drained && ready_.empty()) {
+        events_cv_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+    }
+  }
+  if (auto failure = pool_->failure()) return *failure;
+  if (pool_->stop_token().stop_requested()) return Stopped();
+
+  CW_ASSIGN_OR_RETURN(std::int64_t pages, sink_.Finish());
+  SyncReport report;
+  Json::Value& out = report.output;
+  out = Json::Value(Json::objectValue);
+  out["counts"]["users"] = static_cast<Json::Int64>(users_);
+  out["counts"]["groups"] = static_cast<Json::Int64>(groups_emitted_);
+  out["counts"]["non_human"] = static_cast<Json::Int64>(non_human_);
+  out["counts"]["credentials"] = static_cast<Json::Int64>(credentials_);
+  out["records"] = static_cast<Json::Int64>(records_);
+  out["pages"] = static_cast<Json::Int64>(pages);
+  out["sha256"] = sha_.Hex();
+  out["duration_ms"] = static_cast<Json::Int64>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - started_).count());
+  Json::Value warnings(Json::arrayValue);
+  {
+    std::lock_guard lock(mu_);
+    for (const Warning& w : warnings_) {
+      Json::Value j(Json::objectValue);
+      j["code"] = w.code;
+      j["message"] = w.message;
+      warnings.append(j);
+    }
+  }
+  out["warnings"] = warnings;
+  report.gate = gate_->stats();
+  report.fetches = pool_->tasks_done();
+  if (options_.progress) {
+    SyncProgress p = Progress();
+    p.phase = "done";
+    p.eta = std::chrono::seconds(0);
+    options_.progress(p);
+  }
+  return report;
+}
+
+}  // namespace
+
+std::string DescribeProgress(const SyncProgress& p) {
+  std::string line = "access sync: " + p.phase;
+  if (p.phase == "memberships" || p.phase == "groups") {
+    line += " " + std::to_string(p.member_pages_done) + "/" + std::to_string(p.member_pages_known) +
+            (p.member_pages_final ? "" : "+") + " member pages, " + std::to_string(p.groups_done) +
+            "/" + std::to_string(p.groups_known) + " groups";
+  }
+  line += ", " + std::to_string(p.users_seen) + " users seen, " + std::to_string(p.records) +
+          " records sent (" + std::to_string(static_cast<std::int64_t>(p.records_per_second)) +
+          "/s), " + std::to_string(p.requests) + " requests, " + std::to_string(p.concurrency) +
+          " parallel";
+  if (p.eta.count() > 0) line += ", ~" + std::to_string(p.eta.count()) + " s left";
+  return line;
+}
+
+Result<SyncReport> RunAccessSync(Connection& connection, const Json::Value& params,
+                                 const AccessSyncOptions& options, SyncRecordSink& sink,
+                                 std::stop_token stop) {
+  SyncRun run(connection, options, sink, std::move(stop));
+  return run.Run(params);
+}
+
+}  // namespace cakewalk::jira
