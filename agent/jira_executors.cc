@@ -1,5 +1,6 @@
 #include "agent/jira_executors.h"
 
+#include "jira/access_sync.h"
 #include "jira/errors.h"
 #include "jira/jobs.h"
 
@@ -43,6 +44,66 @@ class JiraExecutor final : public Executor {
   const Kind kind_;
 };
 
+// jira.access_sync: the connector's sync (jira/access_sync.h) writing into the job's record sink,
+// its progress shown by the loop (STATUS=, D-Bus, `status`) and logged every 10 s.
+class RecordSinkAdapter final : public jira::SyncRecordSink {
+ public:
+  explicit RecordSinkAdapter(RecordSink& records) : records_(records) {}
+  Status Write(Json::Value record) override { return records_.Emit(std::move(record)); }
+  Result<std::int64_t> Finish() override {
+    CW_RETURN_IF_ERROR(records_.Flush());
+    return records_.calls_made();
+  }
+
+ private:
+  RecordSink& records_;
+};
+
+class AccessSyncExecutor final : public Executor {
+ public:
+  explicit AccessSyncExecutor(JiraConnections& connections) : connections_(connections) {}
+
+  Result<Json::Value> Run(JobContext& job) override {
+    if (job.stop.stop_requested()) return StoppedStatus();
+    auto connection = connections_.Get(job.connection);
+    if (!connection.ok()) return JobStatus(connection.status());
+    jira::AccessSyncOptions options;
+    if (job.connection.access_sync) {
+      options.max_concurrency = job.connection.access_sync->max_concurrency;
+    }
+    options.nhi_patterns = job.connection.nhi_patterns;
+    auto next_log = std::chrono::steady_clock::now();
+    options.progress = [&](const jira::SyncProgress& p) {
+      const std::string line = jira::DescribeProgress(p);
+      job.progress(line);
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_log || p.phase == "done") {
+        next_log = now + kProgressLogInterval;
+        job.log.Log(Severity::kInfo, event::kSyncProgress, "job " + job.job_id + ": " + line,
+                    {{"JOB_ID", job.job_id},
+                     {"CONNECTION", job.connection.name},
+                     {"SYNC_RECORDS", std::to_string(p.records)},
+                     {"SYNC_REQUESTS", std::to_string(p.requests)}});
+      }
+    };
+    RecordSinkAdapter sink(job.records);
+    auto report = jira::RunAccessSync(**connection, job.params, options, sink, job.stop);
+    if (!report.ok()) return JobStatus(report.status());
+    // What the output claims must be what the control plane received.
+    if (report->output["records"].asInt64() != job.records.records_sent()) {
+      return Status(Code::kInternal,
+                    "access sync counted " + report->output["records"].toStyledString() +
+                        " records but " + std::to_string(job.records.records_sent()) + " were sent",
+                    "internal");
+    }
+    return std::move(report->output);
+  }
+
+ private:
+  static constexpr std::chrono::seconds kProgressLogInterval{10};
+  JiraConnections& connections_;
+};
+
 }  // namespace
 
 Status JobStatus(const Status& status) {
@@ -70,7 +131,8 @@ Status RegisterJiraExecutors(ExecutorRegistry& registry, JiraConnections& connec
     CW_RETURN_IF_ERROR(
         registry.Register(std::string(type), std::make_shared<JiraExecutor>(connections, kind)));
   }
-  return Status::Ok();
+  return registry.Register(std::string(kJobTypeAccessSync),
+                           std::make_shared<AccessSyncExecutor>(connections));
 }
 
 }  // namespace cakewalk::agent

@@ -3,8 +3,9 @@
 // Each runs the connector's job (jira/jobs.h) on the job's connection, shared through
 // JiraConnections, and reports its Status as the job error: Status::reason() is the jobs.md code
 // (anything else becomes `internal`), retryable only for rate_limited, jira_unavailable and
-// token_unavailable; a stop request is reported as StoppedStatus(). jira.access_sync is not
-// registered here.
+// token_unavailable; a stop request is reported as StoppedStatus(). jira.access_sync runs
+// jira/access_sync.h into the job's record sink (max_concurrency and nhi_patterns from the
+// connection) and reports its progress through JobContext::progress and kSyncProgress log lines.
 #pragma once
 
 #include <memory>
@@ -15,7 +16,7 @@
 
 namespace cakewalk::agent {
 
-// Registers the five executors; `connections` must outlive the registry.
+// Registers the six executors; `connections` must outlive the registry.
 Status RegisterJiraExecutors(ExecutorRegistry& registry, JiraConnections& connections);
 
 // The job error for a connector status (exposed for tests): a jobs.md reason is kept (retryable

@@ -143,10 +143,10 @@ class AgentJiraTest : public JiraFixture {
 
 TEST_F(AgentJiraTest, ExecutorsRunTheJobsOnASharedConnection) {
   EXPECT_EQ(registry_.Types(),
-            (std::vector<std::string>{"jira.connection.verify", "jira.group.add_member",
-                                      "jira.group.remove_member", "jira.user.deprovision",
-                                      "jira.user.provision"}));
-  EXPECT_EQ(registry_.Find("jira.access_sync"), nullptr);
+            (std::vector<std::string>{"jira.access_sync", "jira.connection.verify",
+                                      "jira.group.add_member", "jira.group.remove_member",
+                                      "jira.user.deprovision", "jira.user.provision"}));
+  EXPECT_NE(registry_.Find("jira.access_sync"), nullptr);
   auto verify = RunJob("jira.connection.verify", Json::Value(Json::objectValue));
   ASSERT_TRUE(verify.ok()) << verify.status().ToString();
   EXPECT_EQ(Str(*verify, "mfa"), "totp");
