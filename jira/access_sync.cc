@@ -929,6 +929,8 @@ Status SyncRun::ListOAuthClients() {
 // ---- Emission ---------------------------------------------------------------------------------
 
 Status SyncRun::Emit(Json::Value record) {
+  // A stop (lease lost, timeout, shutdown) is honoured before every record: nothing more goes out.
+  if (pool_->stop_token().stop_requested()) return pool_->failure().value_or(Stopped());
   const std::string canonical = WriteJson(record);
   const std::string kind = record["kind"].asString();
   CW_RETURN_IF_ERROR(sink_.Write(std::move(record)));

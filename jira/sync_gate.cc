@@ -80,16 +80,16 @@ Status SyncGate::Acquire() {
       continue;
     }
     if (pacing_) {
-      const double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
-      if (elapsed > 0) {
-        tokens_ = std::min(capacity_, tokens_ + elapsed * fill_per_second_);
-        tokens_at_ = now;
+      // The server adds `fill` tokens at each of its interval boundaries; the next one after a
+      // report comes at most one interval later, so refilling a whole interval after the report
+      // never counts a token before the server has it.
+      if (now - tokens_at_ >= interval_) {
+        const auto intervals = (now - tokens_at_) / interval_;
+        tokens_ = std::min(capacity_, tokens_ + static_cast<double>(intervals) * fill_);
+        tokens_at_ += intervals * interval_;
       }
       if (tokens_ < 1.0) {
-        const double missing = 1.0 - tokens_;
-        const auto wait = std::chrono::duration_cast<Steady::duration>(
-            std::chrono::duration<double>(fill_per_second_ > 0 ? missing / fill_per_second_ : 1.0));
-        const auto until = now + std::max<Steady::duration>(wait, milliseconds(1));
+        const auto until = tokens_at_ + interval_;
         lock.unlock();
         const bool ok = HoldUntil(until);
         lock.lock();
@@ -151,11 +151,15 @@ void SyncGate::Release(const http::Request& request, const Result<http::Response
   if (remaining && fill && interval && *interval > 0) {
     // The server's count is the truth, but answers to requests sent earlier may arrive late:
     // never trust more tokens than the lowest recent report.
-    tokens_ = pacing_ ? std::min(tokens_, *remaining) : *remaining;
+    if (!pacing_ || *remaining < tokens_) {
+      tokens_ = *remaining;
+      tokens_at_ = now;
+    }
     pacing_ = true;
-    fill_per_second_ = *fill / *interval;
+    fill_ = *fill;
+    interval_ = std::chrono::duration_cast<Steady::duration>(
+        std::chrono::duration<double>(std::max(0.001, *interval)));
     capacity_ = NumberHeader(r, "x-ratelimit-limit").value_or(std::max(1.0, *remaining));
-    tokens_at_ = now;
   } else if (remaining && *remaining <= 0 && r.status != 429) {
     // Cloud: nothing left until X-RateLimit-Reset.
     if (auto hint = ServerRetryHint(r, r.server_date.value_or(clock_.Now()))) {

@@ -11,9 +11,10 @@
 // - Server limits are obeyed once signalled: a Retry-After (or X-RateLimit-Reset) on a 429/503
 //   holds EVERY new request until that moment, not just the one that was refused (RestClient
 //   then retries that one); Data Center's X-RateLimit-Remaining / -FillRate / -Interval-Seconds
-//   switch on a pacer that never sends faster than the fill rate once the reported tokens are used
-//   up; Cloud's X-RateLimit-Remaining: 0 holds requests until X-RateLimit-Reset, and
-//   X-RateLimit-NearLimit: true counts as a decrease signal.
+//   switch on a pacer that spends the reported tokens, then no more than the fill per interval
+//   (refilled one whole interval after the report, never before the server refills); Cloud's
+//   X-RateLimit-Remaining: 0 holds requests until X-RateLimit-Reset, and X-RateLimit-NearLimit:
+//   true counts as a decrease signal.
 // - Waits use the connection's Clock and Sleeper (tests move a fake clock) and end when the
 //   sync's stop token is requested (the request then fails with reason "stopped"). Only one
 //   thread sleeps for a server hold at a time, so a fake clock is advanced once per hold.
@@ -97,9 +98,10 @@ class SyncGate final : public http::Transport {
   // The pacer, once the server announced its bucket (Data Center).
   bool pacing_ = false;
   double tokens_ = 0;
-  double fill_per_second_ = 0;
+  double fill_ = 0;  // tokens per interval
+  Steady::duration interval_{std::chrono::seconds(1)};
   double capacity_ = 1;
-  Steady::time_point tokens_at_{};
+  Steady::time_point tokens_at_{};  // when tokens_ was last known (a report or a refill)
   // Best latency seen per path (without the query), for the latency signal.
   std::map<std::string, Steady::duration> best_latency_;
   std::map<std::string, double> recent_latency_ms_;  // moving average per path
