@@ -59,14 +59,15 @@ class SyncFixture : public JiraFixture {
                FakeJiraOptions options = {});
   // A Cloud site (optionally generated) with its admin; access sync uses the admin's API token.
   void StartCloud(std::optional<SiteSpec> site = std::nullopt, FakeJiraOptions options = {});
-  // A connection whose access sync credentials are the ones set up above.
-  std::unique_ptr<jira::Connection> OpenSync();
+  // A connection whose access sync credentials are the ones set up above; on the fixture's fake
+  // clock, or (`real_time`) on the system clock with real waits.
+  std::unique_ptr<jira::Connection> OpenSync(bool real_time = false);
 
   jira::AccessSyncOptions SyncOptions() const;
   Result<jira::SyncReport> Sync(CollectingSink& sink,
                                 Json::Value params = Json::Value(Json::objectValue),
                                 std::optional<jira::AccessSyncOptions> options = std::nullopt,
-                                std::stop_token stop = {});
+                                std::stop_token stop = {}, bool real_time = false);
 
   Expectation Expect() const;
   // Checks every record of `sink` against the truth: each expected user exactly once with every
@@ -74,6 +75,9 @@ class SyncFixture : public JiraFixture {
   // output's counts, records, pages and sha256 agree with what the sink received.
   void VerifyComplete(const CollectingSink& sink, const jira::SyncReport& report,
                       bool groups = true, bool credentials = true);
+  // The same for records received elsewhere (the control plane's), without pages and sha256.
+  void VerifyRecords(const std::vector<Json::Value>& records, const Json::Value& output,
+                     bool groups = true, bool credentials = true);
 
   std::string version_;
   jira::Flavor flavor_ = jira::Flavor::kDataCenter;
