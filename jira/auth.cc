@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "base/encoding.h"
+#include "base/fault_point.h"
 #include "jira/errors.h"
 #include "jira/secret_text.h"
 
@@ -108,8 +109,13 @@ Status SecretHeaderAuth::Refused(const http::Response& response, std::string_vie
 // ---- DcSessionAuth ------------------------------------------------------------------------------
 
 DcSessionAuth::DcSessionAuth(const ConnectionSettings& settings, RestClient& site,
-                             Credentials& credentials, ConnectionState& state)
-    : settings_(settings), site_(site), credentials_(credentials), state_(state) {}
+                             Credentials& credentials, ConnectionState& state,
+                             DcLoginOptions options)
+    : settings_(settings),
+      site_(site),
+      credentials_(credentials),
+      state_(state),
+      options_(options) {}
 
 Result<std::uint64_t> DcSessionAuth::Apply(http::Request& request, std::stop_token stop) {
   std::lock_guard lock(mu_);
@@ -139,6 +145,19 @@ Status DcSessionAuth::EnsureSession(std::stop_token stop) {
   return LoginLocked(stop);
 }
 
+void DcSessionAuth::Logout(std::stop_token stop) {
+  std::lock_guard lock(mu_);
+  if (!cookie_) return;
+  FixedCookie fixed(*cookie_);
+  RestCall call;
+  call.method = "DELETE";
+  call.path = {"rest", "auth", "1", "session"};
+  // Jira 11 may refuse this path; the session then ends by itself.
+  site_.Execute(call, &fixed, stop, "logout").status().IgnoreError();
+  cookie_.reset();
+  ++generation_;
+}
+
 bool DcSessionAuth::used_totp() const {
   std::lock_guard lock(mu_);
   return used_totp_;
@@ -147,6 +166,11 @@ bool DcSessionAuth::used_totp() const {
 int DcSessionAuth::logins() const {
   std::lock_guard lock(mu_);
   return logins_;
+}
+
+std::uint32_t DcSessionAuth::password_version() const {
+  std::lock_guard lock(mu_);
+  return password_version_;
 }
 
 Status DcSessionAuth::CheckLoginStop() {
@@ -227,9 +251,78 @@ Status DcSessionAuth::LoginLocked(std::stop_token stop) {
                        "on Jira; no login was attempted");
     }
   }
-  CW_ASSIGN_OR_RETURN(SecretBytes password,
-                      credentials_.Get(secret::kPassword, "jira login of " + settings_.username));
+  // The passwords to try, in order (see the header: a pending version only after a refusal).
+  struct Candidate {
+    std::uint32_t version = 0;
+    bool pending = false;
+  };
+  std::vector<Candidate> candidates;
+  if (options_.password_version != 0) {
+    candidates.push_back({options_.password_version, false});
+  } else {
+    CW_ASSIGN_OR_RETURN(std::vector<SecretVersion> versions,
+                        credentials_.Versions(secret::kPassword));
+    std::uint32_t current = 0;
+    for (const SecretVersion& v : versions) {
+      if (v.current) current = v.version;
+    }
+    candidates.push_back({current, false});  // 0: none, and Get says what to store
+    if (current != 0) {
+      for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+        if (it->pending && it->version > current) {
+          candidates.push_back({it->version, true});
+          break;
+        }
+      }
+    }
+  }
+  const std::string purpose = "jira login of " + settings_.username;
   ++logins_;
+  std::string refusals;
+  bool accepted = false;
+  for (std::size_t i = 0; i < candidates.size() && !accepted; ++i) {
+    const Candidate& c = candidates[i];
+    SecretBytes password;
+    if (options_.password_version == 0 && !c.pending) {
+      CW_ASSIGN_OR_RETURN(password, credentials_.Get(secret::kPassword, purpose));
+    } else {
+      CW_ASSIGN_OR_RETURN(
+          password, credentials_.GetVersion(secret::kPassword, c.version,
+                                            c.pending ? purpose + " (staged password)" : purpose));
+    }
+    std::string refusal;
+    CW_ASSIGN_OR_RETURN(Attempt attempt, TryPassword(password, refusal, stop));
+    password.Wipe();
+    if (attempt == Attempt::kRefused) {
+      refusals += (refusals.empty() ? "" : "; ") + refusal +
+                  (c.version != 0 ? " (password version " + std::to_string(c.version) + ")" : "");
+      continue;
+    }
+    accepted = true;
+    if (c.pending) {
+      // Jira has the staged password: a rotation changed it and was not promoted yet, or was
+      // interrupted after the change. It becomes the current one.
+      FaultPoint("jira.login.staged-password-accepted");
+      CW_RETURN_IF_ERROR(credentials_.Promote(secret::kPassword, c.version));
+    }
+    password_version_ = c.version;
+  }
+  if (!accepted) {
+    if (options_.stop_on_refusal) return Stop(reason::kAuthFailed, refusals);
+    cookie_.reset();
+    return AuthFailed(refusals + " (not recorded as a login stop)");
+  }
+  Status confirmed = ConfirmIdentity(stop);
+  if (!confirmed.ok()) {
+    cookie_.reset();
+    return confirmed;
+  }
+  return Status::Ok();
+}
+
+Result<DcSessionAuth::Attempt> DcSessionAuth::TryPassword(const SecretBytes& password,
+                                                          std::string& refusal,
+                                                          std::stop_token stop) {
   RestCall call;
   call.method = "POST";
   call.path = {"rest", "tsv", "1.0", "authenticate"};
@@ -245,20 +338,23 @@ Status DcSessionAuth::LoginLocked(std::stop_token stop) {
   switch (reply.status) {
     case 200:
       CW_RETURN_IF_ERROR(TakeSession(reply.response, false));
-      break;
+      return Attempt::kAccepted;
     case 412:
       CW_RETURN_IF_ERROR(TwoStep(reply, stop));
-      break;
+      return Attempt::kAccepted;
     case 401: {
-      const Json::Value& j = reply.json;
+      // Jira's words, when they are an object (jsoncpp throws on members of anything else).
+      const Json::Value& j = reply.json.isObject() ? reply.json : Json::Value::nullSingleton();
       if (j["captchaRequired"].isBool() && j["captchaRequired"].asBool()) {
         return Stop(reason::kCaptchaRequired, "Jira demands a CAPTCHA before " + who +
                                                   " may log in again (too many failed logins)");
       }
       if (j["expiredCredentials"].isBool() && j["expiredCredentials"].asBool()) {
-        return Stop(reason::kAuthFailed, "Jira says the password of " + who + " has expired");
+        refusal = "Jira says the password of " + who + " has expired";
+      } else {
+        refusal = "Jira refused the user name or password of " + who;
       }
-      return Stop(reason::kAuthFailed, "Jira refused the user name or password of " + who);
+      return Attempt::kRefused;
     }
     case 403:
       if (CaptchaDenied(reply.response)) {
@@ -268,18 +364,10 @@ Status DcSessionAuth::LoginLocked(std::stop_token stop) {
       return UnexpectedReply(reply, "the two-step login of " + who);
     case 404:
       // No two-step verification login on this server: the classic session login.
-      CW_RETURN_IF_ERROR(LegacySessionLogin(password, stop));
-      break;
+      return LegacySessionLogin(password, refusal, stop);
     default:
       return UnexpectedReply(reply, "the login of " + who);
   }
-  password.Wipe();
-  Status confirmed = ConfirmIdentity(stop);
-  if (!confirmed.ok()) {
-    cookie_.reset();
-    return confirmed;
-  }
-  return Status::Ok();
 }
 
 Status DcSessionAuth::TwoStep(const RestReply& first, std::stop_token stop) {
@@ -341,6 +429,7 @@ Status DcSessionAuth::TwoStep(const RestReply& first, std::stop_token stop) {
     if (reply.status == 204 || reply.status == 200) {
       if (candidates[i].pending) {
         // The staged key works: it becomes the current one.
+        FaultPoint("jira.login.staged-totp-accepted");
         CW_RETURN_IF_ERROR(credentials_.Promote(secret::kTotp, version));
       }
       return TakeSession(reply.response, true);
@@ -395,7 +484,9 @@ Result<hsm::TotpCode> DcSessionAuth::NextCode(std::uint32_t version, std::stop_t
   return MfaFailed("no fresh TOTP time step came up; check the clock");
 }
 
-Status DcSessionAuth::LegacySessionLogin(const SecretBytes& password, std::stop_token stop) {
+Result<DcSessionAuth::Attempt> DcSessionAuth::LegacySessionLogin(const SecretBytes& password,
+                                                                 std::string& refusal,
+                                                                 std::stop_token stop) {
   const std::string who = settings_.username;
   RestCall call;
   call.method = "POST";
@@ -406,9 +497,13 @@ Status DcSessionAuth::LegacySessionLogin(const SecretBytes& password, std::stop_
                          .AddSecret("password", password)
                          .Finish();
   CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, nullptr, stop, "session login"));
-  if (reply.status == 200) return TakeSession(reply.response, false);
+  if (reply.status == 200) {
+    CW_RETURN_IF_ERROR(TakeSession(reply.response, false));
+    return Attempt::kAccepted;
+  }
   if (reply.status == 401) {
-    return Stop(reason::kAuthFailed, "Jira refused the user name or password of " + who);
+    refusal = "Jira refused the user name or password of " + who;
+    return Attempt::kRefused;
   }
   if (reply.status == 403 && CaptchaDenied(reply.response)) {
     return Stop(reason::kCaptchaRequired,

@@ -20,6 +20,19 @@ class TokenCredentialsImpl final : public Credentials {
     return std::move(*value);
   }
 
+  Result<SecretBytes> GetVersion(std::string_view name, std::uint32_t version,
+                                 std::string_view purpose) override {
+    auto value = store_.UnsealVersion(connection_, name, version, purpose);
+    if (!value.ok() && value.status().code() == Code::kNotFound) {
+      return Status(Code::kFailedPrecondition,
+                    "version " + std::to_string(version) + " of '" + std::string(name) +
+                        "' of connection " + connection_ + " is no longer in the token",
+                    std::string(reason::kCredentialsMissing));
+    }
+    if (!value.ok()) return Map(value.status(), name);
+    return std::move(*value);
+  }
+
   Result<hsm::TotpCode> Totp(std::uint32_t version, hsm::TotpTime at,
                              std::string_view purpose) override {
     auto code = version == 0 ? store_.Totp(connection_, at, purpose)
@@ -80,6 +93,18 @@ class TokenCredentialsImpl final : public Credentials {
 };
 
 }  // namespace
+
+Result<SecretBytes> Credentials::GetVersion(std::string_view name, std::uint32_t version,
+                                            std::string_view purpose) {
+  CW_ASSIGN_OR_RETURN(std::uint32_t current, CurrentVersion(name));
+  if (current == 0 || current != version) {
+    return Status(Code::kFailedPrecondition,
+                  "these credentials serve only the current version of '" + std::string(name) +
+                      "', not version " + std::to_string(version),
+                  std::string(reason::kTokenUnavailable));
+  }
+  return Get(name, purpose);
+}
 
 Result<std::uint32_t> Credentials::CurrentVersion(std::string_view name) {
   CW_ASSIGN_OR_RETURN(std::vector<SecretVersion> versions, Versions(name));

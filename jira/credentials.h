@@ -47,6 +47,10 @@ class Credentials {
 
   // The current value of a sealed secret.
   virtual Result<SecretBytes> Get(std::string_view name, std::string_view purpose) = 0;
+  // The value of one version of a sealed secret (a rotation's staged password, or the version it
+  // replaces). The default serves only the current version.
+  virtual Result<SecretBytes> GetVersion(std::string_view name, std::uint32_t version,
+                                         std::string_view purpose);
   // The TOTP code of seed version `version` (0: the current one) at `at`, computed in the token.
   virtual Result<hsm::TotpCode> Totp(std::uint32_t version, hsm::TotpTime at,
                                      std::string_view purpose) = 0;
