@@ -36,6 +36,8 @@ LogSink& CommandLogSink();
 Status CommandSecretSet(const Config& config, const std::string& connection,
                         const std::string& name, CliIo io);
 Status CommandSecretList(const Config& config, bool json, CliIo io);
+Status CommandSecretRotate(const Config& config, const std::string& connection,
+                           const std::string& name, CliIo io);
 Status CommandMfaEnroll(const Config& config, const std::string& connection, CliIo io);
 Status CommandMfaCode(const Config& config, const std::string& connection, CliIo io);
 Status CommandMfaActivate(const Config& config, const std::string& connection, CliIo io);

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <optional>
 #include <ostream>
+#include <stop_token>
+#include <thread>
 
 #include "agent/cp_transport.h"
 #include "agent/executor.h"
@@ -15,6 +18,7 @@
 #include "agent/journal.h"
 #include "agent/jws.h"
 #include "agent/renewal.h"
+#include "agent/rotation.h"
 #include "agent/token_context.h"
 #include "agent/version.h"
 #include "systemd/agent_control.h"
@@ -70,6 +74,9 @@ Status ConfigHolder::Apply(Config next) {
 }
 
 namespace {
+
+// How long the start may spend settling interrupted rotations before READY.
+constexpr std::chrono::seconds kStartupRecoveryBudget{40};
 
 Severity SeverityOf(const std::string& level) {
   if (level == "debug") return Severity::kDebug;
@@ -164,14 +171,37 @@ class Publisher {
   std::string last_line_;
 };
 
+// "; password v3 is 120 days old (rotation.max_age_days: 90): rotate it" for every current secret
+// of `connection` past the rotation policy's age, and "; rotation in progress (password v4
+// staged)" for staged versions; empty when there is nothing to say.
+std::string SecretNotes(const std::vector<hsm::SecretInfo>& secrets, const std::string& connection,
+                        std::chrono::hours max_age, SysTime now) {
+  std::string out;
+  for (const hsm::SecretInfo& s : secrets) {
+    if (s.connection != connection) continue;
+    const std::string what = s.name + " v" + std::to_string(s.version);
+    if (s.state == hsm::SecretState::kCurrent && now - s.created > max_age) {
+      const auto days =
+          std::chrono::duration_cast<std::chrono::hours>(now - s.created).count() / 24;
+      out += "; " + what + " is " + std::to_string(days) +
+             " days old (rotation.max_age_days: " + std::to_string(max_age.count() / 24) +
+             "): rotate it";
+    } else if (s.state == hsm::SecretState::kPending) {
+      out += "; " + what + " staged (rotation in progress)";
+    }
+  }
+  return out;
+}
+
 class DaemonControl final : public sd::AgentControl {
  public:
   DaemonControl(ConfigHolder& config, Publisher& publisher, hsm::SecretStore& secrets,
-                const ConnectionHealth& health, LogSink& log)
+                const ConnectionHealth& health, RotationService& rotation, LogSink& log)
       : config_(config),
         publisher_(publisher),
         secrets_(secrets),
         health_(health),
+        rotation_(rotation),
         log_(log),
         started_(std::chrono::steady_clock::now()) {}
 
@@ -191,13 +221,21 @@ class DaemonControl final : public sd::AgentControl {
                : s.state == LoopState::kBackingOff     ? "unreachable"
                                                        : "ok";
     cp.detail = s.last_error;
+    const std::shared_ptr<const Config> config = config_.Get();
+    // Metadata only (versions, ages); a token that cannot list them just adds no notes.
+    auto listed = secrets_.List();
+    const std::vector<hsm::SecretInfo> secrets =
+        listed.ok() ? std::move(listed).value() : std::vector<hsm::SecretInfo>{};
+    const SysTime now = std::chrono::system_clock::now();
+    cp.detail += SecretNotes(secrets, kControlPlaneConnection, config->rotation.max_age, now);
     out.connections.push_back(cp);
-    for (const ConnectionConfig& c : config_.Get()->connections) {
+    for (const ConnectionConfig& c : config->connections) {
       sd::ConnectionStatus cs;
       cs.name = c.name;
       auto h = health_.Get(c.name);
       cs.state = !h.has_value() ? "ok" : h->ok ? "ok" : "error";
       cs.detail = h.has_value() ? h->detail : "not used yet";
+      cs.detail += SecretNotes(secrets, c.name, config->rotation.max_age, now);
       out.connections.push_back(cs);
     }
     out.sync_progress = s.progress;
@@ -214,10 +252,12 @@ class DaemonControl final : public sd::AgentControl {
     return out;
   }
 
-  void RotateSecret(std::string, std::string, sd::Reply<int64_t> done) override {
-    std::move(done).Send(FailedPrecondition(
-        "secret rotation over D-Bus is not available in this build; use 'cakewalk-agent secret "
-        "rotate CONNECTION NAME'"));
+  // Runs on a rotation worker (a rotation logs in to Jira twice); answers when it is done.
+  void RotateSecret(std::string connection, std::string name, sd::Reply<int64_t> done) override {
+    auto reply = std::make_shared<sd::Reply<int64_t>>(std::move(done));
+    rotation_.RotateAsync(std::move(connection), std::move(name), [reply](Result<std::int64_t> r) {
+      std::move(*reply).Send(std::move(r));
+    });
   }
 
   Status Reload() override {
@@ -235,6 +275,7 @@ class DaemonControl final : public sd::AgentControl {
   Publisher& publisher_;
   hsm::SecretStore& secrets_;
   const ConnectionHealth& health_;
+  RotationService& rotation_;
   LogSink& log_;
   const std::chrono::steady_clock::time_point started_;
 };
@@ -287,11 +328,17 @@ Status RunDaemon(const Config& initial, CliIo io) {
       SystemClock());
 
   // The Jira job types run through the connector, one long-lived connection per configured
-  // Jira (sessions and tokens are reused between jobs). jira.access_sync and secret.rotate have no
-  // executor in this build: they are rejected as unknown_type.
+  // Jira (sessions and tokens are reused between jobs).
   auto jira = std::make_unique<JiraConnections>(token->secrets(), initial.state_dir);
   ExecutorRegistry executors;
   CW_RETURN_IF_ERROR(RegisterJiraExecutors(executors, *jira));
+  // Secret rotation (rotation.h) shares the jobs' Jira connections; secret.rotate runs only when
+  // jobs.allow_remote_secret_rotation (and allowed_types) allow it.
+  auto config_source = [&config] { return config.Get(); };
+  auto rotator = std::make_unique<SecretRotator>(SecretRotator::Deps{
+      config_source, &token->secrets(), [&jira](const ConnectionConfig& c) { return jira->Get(c); },
+      log.get(), &SystemClock()});
+  CW_RETURN_IF_ERROR(RegisterRotationExecutor(executors, *rotator, config_source));
 
   ConnectionHealth health;
   Publisher publisher(notifier, *identity);
@@ -349,7 +396,10 @@ Status RunDaemon(const Config& initial, CliIo io) {
   hb.clock = &SystemClock();
   auto heartbeat = std::make_unique<HeartbeatLoop>(std::move(hb));
 
-  DaemonControl control(config, publisher, token->secrets(), health, *log);
+  auto rotation = std::make_unique<RotationService>(
+      *rotator, config_source,
+      [&]() -> Result<std::uint32_t> { return RotateCertificate(*renewer, *identity); }, *log);
+  DaemonControl control(config, publisher, token->secrets(), health, *rotation, *log);
   std::unique_ptr<sd::BusService> bus;
   {
     auto started = sd::BusService::Start(*events, control, {kAgentVersion, sd::kAdminGroup});
@@ -366,8 +416,27 @@ Status RunDaemon(const Config& initial, CliIo io) {
   }
   events->SetReloadHandler([&control] { return control.Reload(); });
 
+  // Before any job can use a password: settle rotations a crash interrupted (bounded, so that the
+  // start stays within TimeoutStartSec; what is left is settled by the rotation service, and a
+  // job's login falls back to a staged password meanwhile).
+  notifier.SetStatus("settling interrupted secret rotations").IgnoreError();
+  {
+    std::stop_source deadline;
+    std::jthread timer([&deadline](std::stop_token cancel) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      cv.wait_for(lock, cancel, kStartupRecoveryBudget, [] { return false; });
+      deadline.request_stop();
+    });
+    if (Status s = rotator->RecoverAll(deadline.get_token()); !s.ok()) {
+      log->Log(Severity::kWarning, event::kSecretRotation,
+               "an interrupted secret rotation is not settled yet: " + s.message());
+    }
+  }
   CW_RETURN_IF_ERROR(loop->Start());
   heartbeat->Start();
+  rotation->Start();
   publisher.Publish();
   log->Log(Severity::kNotice, event::kAgentLifecycle,
            "cakewalk-agent " + std::string(kAgentVersion) + " running as " + agent_id,
@@ -381,11 +450,14 @@ Status RunDaemon(const Config& initial, CliIo io) {
            "stopping (" + std::string(sd::ReasonName(exit.reason)) + ")");
   heartbeat->Stop();
   loop->Shutdown(config.Get()->jobs.shutdown_grace);
+  rotation->Stop();  // before the bus (its answers go there) and the Jira connections
   publisher.SetBus(nullptr);
   bus.reset();
   publisher.SetLoop(nullptr);
   heartbeat.reset();
   loop.reset();
+  rotation.reset();
+  rotator.reset();
   jira.reset();  // after the workers that used it, before the token its credentials read
   events.reset();
   renewer.reset();

@@ -84,6 +84,19 @@ Json::Value BuildHeartbeatBody(const HeartbeatInputs& in, const ConnectionHealth
       entry["status"] = "ok";
       entry["detail"] = "credentials present; not used yet";
     }
+    if (in.max_age) {
+      // The rotation policy's warning: secrets in use for longer than rotation.max_age_days.
+      for (const hsm::SecretInfo& s : in.secrets) {
+        if (s.connection != c.name || s.state != hsm::SecretState::kCurrent) continue;
+        if (in.now - s.created <= *in.max_age) continue;
+        const auto days = std::chrono::duration_cast<std::chrono::hours>(in.now - s.created);
+        entry["detail"] =
+            entry["detail"].asString() + "; " + s.name + " v" + std::to_string(s.version) + " is " +
+            std::to_string(days.count() / 24) +
+            " days old (rotation.max_age_days: " + std::to_string(in.max_age->count() / 24) +
+            "): rotate it";
+      }
+    }
     connections.append(entry);
   }
   body["connections"] = connections;
@@ -140,7 +153,12 @@ Json::Value HeartbeatLoop::Body(SysTime certificate_expires_at) const {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
   in.certificate_expires_at = certificate_expires_at;
   in.token = deps_.token;
-  if (deps_.config) in.connections = deps_.config()->connections;
+  if (deps_.config) {
+    const std::shared_ptr<const Config> config = deps_.config();
+    in.connections = config->connections;
+    in.max_age = config->rotation.max_age;
+  }
+  in.now = deps_.clock != nullptr ? deps_.clock->Now() : SystemClock().Now();
   if (deps_.secrets != nullptr) {
     auto listed = deps_.secrets->List();
     if (listed.ok()) {

@@ -67,9 +67,15 @@ struct HeartbeatInputs {
   std::optional<Status> secrets_error;
   int jobs_running = 0;
   std::int64_t results_pending = 0;
+  // rotation.max_age_days and the time to measure ages at: a current secret older than that is
+  // named in its connection's detail ("... is 120 days old ...: rotate it").
+  std::optional<std::chrono::hours> max_age;
+  SysTime now;
 };
 
-// The heartbeat body (docs/protocol.md §11). Only current secret versions are listed.
+// The heartbeat body (docs/protocol.md §11). Only current secret versions are listed: the
+// protocol's secret entries have no state, and a staged version is not in use (`status` and
+// `secret list` show rotations in progress).
 Json::Value BuildHeartbeatBody(const HeartbeatInputs& inputs, const ConnectionHealth* health);
 
 class HeartbeatLoop {
