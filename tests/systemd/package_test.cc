@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -128,6 +129,23 @@ const std::set<std::string> kAllowedLintianTags = {
     "package-supports-alternative-init-but-no-init.d-script",
 };
 
+// True when `word` occurs as a whole word in the product's sources. lintian runs strings(1) over
+// the binary, which reads adjacent string literals in .rodata as one ("... for standar" from
+// "standard" cut where the compiler merged literals); a "misspelling" that occurs nowhere in the
+// sources is such an artifact, while a real typo in a message is found in the source file.
+bool OccursInSources(const std::string& word) {
+  const std::regex whole("(^|[^A-Za-z])" + word + "([^A-Za-z]|$)");
+  for (const char* dir : {"agent", "base", "hsm", "jira", "systemd"}) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(kSource + "/" + dir)) {
+      if (!entry.is_regular_file()) continue;
+      const auto ext = entry.path().extension();
+      if (ext != ".cc" && ext != ".h" && ext != ".py") continue;
+      if (std::regex_search(ReadFile(entry.path()), whole)) return true;
+    }
+  }
+  return false;
+}
+
 TEST_F(PackageTest, LintianFindsNoErrorsAndOnlyAllowedWarnings) {
   ProcessResult r = RunProcess({"lintian", "--display-info", "--pedantic", deb_}, {}, 300s);
   std::vector<std::string> problems;
@@ -140,6 +158,13 @@ TEST_F(PackageTest, LintianFindsNoErrorsAndOnlyAllowedWarnings) {
     if (severity == "N") continue;  // explanations
     std::string tag = line.substr(second + 2);
     tag = tag.substr(0, tag.find(' '));
+    if (tag == "spelling-error-in-binary" && severity == "I") {
+      // "I: pkg: spelling-error-in-binary <word> <suggestion> [path]"
+      std::istringstream words(line.substr(second + 2 + tag.size()));
+      std::string word;
+      words >> word;
+      if (!word.empty() && !OccursInSources(word)) continue;
+    }
     if (severity == "E" || !kAllowedLintianTags.count(tag)) problems.push_back(line);
   }
   EXPECT_THAT(problems, IsEmpty()) << r.out;
