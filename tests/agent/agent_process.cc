@@ -11,14 +11,16 @@
 
 namespace cakewalk::testing {
 
-Result<std::unique_ptr<ServedJira>> ServedJira::Start(const std::string& admin_password,
-                                                      FakeJiraOptions options) {
+Result<std::unique_ptr<ServedJira>> ServedJira::Start(
+    const std::string& admin_password, FakeJiraOptions options,
+    const std::function<Status(FakeJira&)>& seed) {
   std::unique_ptr<ServedJira> s(new ServedJira());
   s->ca_ = TestCa::Create("Cakewalk Test Jira CA");
   if (s->ca_ == nullptr) return Internal("test CA creation failed");
   s->ca_pem_ = s->ca_->cert_pem();
   CW_ASSIGN_OR_RETURN(KeyAndCert leaf, s->ca_->Issue({}));
   s->jira_ = std::make_unique<FakeJira>(std::move(options));
+  if (seed) CW_RETURN_IF_ERROR(seed(*s->jira_));
   NewUser admin;
   admin.username = "svc-cakewalk";
   admin.email = "svc-cakewalk@corp.example";

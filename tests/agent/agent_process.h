@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,8 +26,11 @@ namespace cakewalk::testing {
 // account `svc-cakewalk` (a Jira administrator) whose password the test chooses.
 class ServedJira {
  public:
-  static Result<std::unique_ptr<ServedJira>> Start(const std::string& admin_password,
-                                                   FakeJiraOptions options = {});
+  // `seed` runs on the fresh fake before the admin is added (GenerateSite needs a fake without
+  // users).
+  static Result<std::unique_ptr<ServedJira>> Start(
+      const std::string& admin_password, FakeJiraOptions options = {},
+      const std::function<Status(FakeJira&)>& seed = {});
   FakeJira& jira() { return *jira_; }
   std::string base_url() const { return server_->base_url(); }
   const std::string& ca_pem() const { return ca_pem_; }
