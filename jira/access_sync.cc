@@ -1,5 +1,6 @@
 #include "jira/access_sync.h"
 
+#include <malloc.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -74,6 +75,12 @@ std::optional<std::string> JiraTimeOrNull(const Json::Value& v, const char* key)
   if (!t.ok()) return std::nullopt;
   return FormatRfc3339(*t);
 }
+
+// A page of 1000 users parses into a few megabytes on whichever worker thread fetched it, and
+// glibc keeps what a thread freed in that thread's arena: over a sync every worker would hold a
+// page's worth. Handing freed memory back after each big page keeps the peak at the pages in
+// flight.
+void ReleaseFreedMemory() { malloc_trim(0); }
 
 Json::Value TextOrNull(const std::optional<std::string>& v) {
   return v ? Json::Value(*v) : Json::Value(Json::nullValue);
@@ -711,15 +718,17 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
     CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
     rows.push_back(std::move(row));
   }
+  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
+  auto next = OptString(bean, "nextCursor");
+  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
+  bean = Json::Value();
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
-  rows.clear();
+  rows = {};
+  ReleaseFreedMemory();
   {
     std::lock_guard lock(mu_);
     users_seen_ += added;
   }
-  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
-  auto next = OptString(bean, "nextCursor");
-  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
   if (!last) {
     if (!next || next == cursor) {
       return JiraInternal("GET user/list said more pages follow but gave no new cursor");
@@ -780,6 +789,8 @@ Status SyncRun::UserSearchPage(std::int64_t start) {
   const bool empty = items.empty();
   items = Json::Value();
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
+  rows = {};
+  ReleaseFreedMemory();
   {
     std::lock_guard lock(mu_);
     users_seen_ += added;
