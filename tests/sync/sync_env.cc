@@ -234,8 +234,9 @@ void SyncFixture::VerifyComplete(const CollectingSink& sink, const jira::SyncRep
   EXPECT_TRUE(sink.finished());
 }
 
-void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const Json::Value& out,
-                                bool groups, bool credentials) {
+void VerifySyncRecords(const FakeJira& jira, const Expectation& e,
+                       const std::vector<Json::Value>& records, const Json::Value& out, bool groups,
+                       bool credentials) {
   auto of_kind = [&](std::string_view kind) {
     std::vector<Json::Value> v;
     for (const auto& r : records) {
@@ -243,7 +244,6 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
     }
     return v;
   };
-  const Expectation e = Expect();
   // Users: each expected one exactly once, every field equal.
   std::map<std::string, const Json::Value*> users;
   std::int64_t non_human = 0;
@@ -255,7 +255,7 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
   }
   std::size_t expected_users = 0;
   std::size_t mismatches = 0;
-  jira_->ForEachExpectedSyncUser([&](const UserTruth& t) {
+  jira.ForEachExpectedSyncUser([&](const UserTruth& t) {
     if (e.users_from_groups && t.groups.empty()) return;
     ++expected_users;
     auto it = users.find(t.id);
@@ -281,7 +281,7 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
           << "group " << r["id"].asString() << " twice";
     }
     std::size_t n = 0;
-    for (const GroupTruth& g : jira_->Groups()) {
+    for (const GroupTruth& g : jira.Groups()) {
       ++n;
       Json::Value want(Json::objectValue);
       want["kind"] = "group";
@@ -297,7 +297,7 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
 
   // Credentials (Data Center lists them; Cloud says it cannot).
   const auto credential_records = of_kind("credential");
-  if (credentials && flavor_ == jira::Flavor::kDataCenter) {
+  if (credentials && e.flavor == jira::Flavor::kDataCenter) {
     // The sync's own token is used while it runs: its last use moves on.
     auto comparable = [](Json::Value r) {
       if (r["name"].asString() == "cakewalk-access-sync") r.removeMember("last_used_at");
@@ -305,7 +305,7 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
     };
     std::multiset<std::string> got, want;
     for (const auto& r : credential_records) got.insert(comparable(r));
-    for (const auto& c : jira_->Credentials()) want.insert(comparable(ExpectedCredentialRecord(c)));
+    for (const auto& c : jira.Credentials()) want.insert(comparable(ExpectedCredentialRecord(c)));
     EXPECT_EQ(got, want);
   } else {
     EXPECT_TRUE(credential_records.empty());
@@ -319,6 +319,11 @@ void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const J
   EXPECT_EQ(out["counts"]["non_human"].asInt64(), non_human);
   EXPECT_EQ(out["records"].asInt64(), static_cast<std::int64_t>(records.size()));
   EXPECT_TRUE(out["duration_ms"].isIntegral());
+}
+
+void SyncFixture::VerifyRecords(const std::vector<Json::Value>& records, const Json::Value& out,
+                                bool groups, bool credentials) {
+  VerifySyncRecords(*jira_, Expect(), records, out, groups, credentials);
 }
 
 std::set<std::string> WarningCodes(const Json::Value& output) {

@@ -50,6 +50,12 @@ struct Expectation {
 };
 Json::Value ExpectedUserRecord(const UserTruth& truth, const Expectation& e);
 Json::Value ExpectedCredentialRecord(const CredentialTruth& c);
+// Checks records against `jira`'s truth: each expected user exactly once with every field equal,
+// every group with its member count, every credential (Data Center; the sync's own token's last
+// use aside); no other record; the output's counts and record count agree with the records.
+void VerifySyncRecords(const FakeJira& jira, const Expectation& e,
+                       const std::vector<Json::Value>& records, const Json::Value& output,
+                       bool groups = true, bool credentials = true);
 
 class SyncFixture : public JiraFixture {
  protected:
