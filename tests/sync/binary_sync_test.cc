@@ -1,7 +1,11 @@
 // The real cakewalk-agent binary running jira.access_sync against the fake control plane and a
 // fake Jira in this process: its peak memory (VmHWM of the agent process alone) on a mid-size
 // site, and a SIGKILL mid-sync.
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +15,8 @@
 #include "base/json.h"
 #include "tests/agent/agent_process.h"
 #include "tests/sync/sync_env.h"
+#include "tests/systemd/private_bus.h"
+#include "tests/systemd/process.h"
 
 namespace cakewalk::testing {
 namespace {
@@ -31,6 +37,42 @@ long StatusKb(pid_t pid, const std::string& field) {
   }
   return -1;
 }
+
+// A datagram socket standing in for systemd's notification socket (NOTIFY_SOCKET).
+class NotifySocket {
+ public:
+  NotifySocket() : path_((dir_ / "notify").string()) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+    bound_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~NotifySocket() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool bound() const { return bound_; }
+  const std::string& path() const { return path_; }
+  // Every message received so far (drains the socket).
+  std::vector<std::string> Drain() {
+    while (true) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) break;
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      seen_.emplace_back(buf, static_cast<std::size_t>(n));
+    }
+    return seen_;
+  }
+
+ private:
+  TempDir dir_{"cakewalk-notify"};
+  std::string path_;
+  int fd_ = -1;
+  bool bound_ = false;
+  std::vector<std::string> seen_;
+};
 
 JobSpec SyncJob() {
   JobSpec spec;
@@ -127,6 +169,57 @@ TEST_F(BinarySyncTest, PeakMemoryIsBoundedOnAMidSizeSite) {
   // The scratch file is gone.
   const auto scratch = home_->state_dir() / "jira" / "access-sync";
   EXPECT_TRUE(!std::filesystem::exists(scratch) || std::filesystem::is_empty(scratch));
+}
+
+// A long sync shows where it is: in systemd's STATUS= line, in the D-Bus status (sync_progress,
+// which `cakewalk-agent status` shows) and in kSyncProgress log lines; the figures move on.
+TEST_F(BinarySyncTest, ProgressShowsInSystemdStatusDBusAndTheLog) {
+  SiteSpec site;
+  site.seed = 12;
+  site.users = 5000;
+  site.groups = 50;
+  site.memberships = 10000;
+  ASSERT_NO_FATAL_FAILURE(Start(site, 60ms));
+  PrivateBus bus;
+  NotifySocket notify;
+  ASSERT_TRUE(notify.bound());
+  const std::vector<std::string> env = {"DBUS_SYSTEM_BUS_ADDRESS=" + bus.address(),
+                                        "NOTIFY_SOCKET=" + notify.path()};
+  Child agent = home_->Start(env);
+  auto status = [&]() -> Json::Value {
+    ProcessResult r = RunProcess(
+        {CAKEWALK_AGENT_BINARY, "--config", home_->config_path().string(), "status", "--json"}, env,
+        20s);
+    if (r.exit_code != 0) return Json::Value();
+    auto v = ParseJson(r.out, "status");
+    return v.ok() ? *v : Json::Value();
+  };
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return status()["state"].asString() == "running"; },
+                                    "the agent answers on the bus", 30s));
+  auto id = cp_->fake().EnqueueJob(SyncJob());
+  ASSERT_TRUE(id.ok());
+  std::set<std::string> progress;
+  while (true) {
+    auto job = cp_->fake().Job(*id);
+    if (job && job->state == JobState::kFinished) break;
+    const std::string p = status()["sync_progress"].asString();
+    if (p.find("access sync:") != std::string::npos) progress.insert(p);
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_EQ(cp_->fake().Job(*id)->result["status"].asString(), "succeeded");
+  EXPECT_GE(progress.size(), 2u) << "the D-Bus progress should move while the sync runs";
+  std::size_t status_lines = 0;
+  for (const std::string& m : notify.Drain()) {
+    if (m.find("STATUS=") != std::string::npos && m.find("access sync:") != std::string::npos) {
+      ++status_lines;
+    }
+  }
+  EXPECT_GE(status_lines, 2u);
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  const std::string log = home_->Log();
+  EXPECT_NE(log.find("access sync: done"), std::string::npos) << log;
+  EXPECT_NE(log.find("SYNC_RECORDS="), std::string::npos);
 }
 
 // SIGKILL mid-sync: no result for the interrupted delivery; after a restart the job comes back and
