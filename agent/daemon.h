@@ -10,11 +10,14 @@
 //   4. the enrolled identity (Identity::Open, which repairs an interrupted renewal), the control
 //      plane link (transport with the token key, rebuilt after a renewal), the renewer;
 //   5. the job journal (state_dir/journal.sqlite3), the job-signing keys (from the identity;
-//      refreshed keys are stored back), the executors, the job loop, the heartbeat;
+//      refreshed keys are stored back), the executors (the Jira job types, and secret.rotate over
+//      the rotation engine, agent/rotation.h), the job loop, the heartbeat, the rotation service
+//      (D-Bus RotateSecret, maintenance every minute);
 //   6. the D-Bus service security.cakewalk.Agent1 (when no system bus is reachable the agent runs
 //      without it and says so; another process owning the name is an error);
-//   7. READY=1 with the status line; then the loop runs until SIGTERM/SIGINT, a stop request or a
-//      lost bus;
+//   7. rotations a crash interrupted are settled (at most 40 s; the rest in the background), then
+//      the job loop, the heartbeat and the rotation service start; READY=1 with the status line;
+//      then the loop runs until SIGTERM/SIGINT, a stop request or a lost bus;
 //   8. shutdown: STOPPING=1, the heartbeat stops, the job loop shuts down (claiming stops, running
 //      jobs get jobs.shutdown_grace, results are flushed for a bounded time), then the bus, the
 //      loop, the link (its transports hold token keys), the identity, the journal, the token.
