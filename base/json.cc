@@ -52,7 +52,7 @@ Result<Json::Value> ParseJson(std::string_view text, std::string_view what, std:
 }
 
 namespace {
-std::string Write(const Json::Value& value, const char* indentation) {
+Json::StreamWriterBuilder Builder(const char* indentation) {
   Json::StreamWriterBuilder builder;
   builder["indentation"] = indentation;
   builder["emitUTF8"] = true;
@@ -61,11 +61,25 @@ std::string Write(const Json::Value& value, const char* indentation) {
   builder["dropNullPlaceholders"] = false;
   builder["useSpecialFloats"] = false;
   builder["precision"] = 17;
-  return Json::writeString(builder, value);
+  return builder;
+}
+std::string Write(const Json::Value& value, const char* indentation) {
+  return Json::writeString(Builder(indentation), value);
 }
 }  // namespace
 
-std::string WriteJson(const Json::Value& value) { return Write(value, ""); }
+// The canonical writer is built once per thread: building it costs more than writing a small
+// record (access sync writes one per user).
+std::string WriteJson(const Json::Value& value) {
+  thread_local const std::unique_ptr<Json::StreamWriter> writer(Builder("").newStreamWriter());
+  thread_local std::ostringstream out;
+  out.str(std::string());
+  out.clear();
+  writer->write(value, &out);
+  std::string text = out.str();
+  out.str(std::string());  // do not keep a large document's buffer alive on this thread
+  return text;
+}
 std::string WritePrettyJson(const Json::Value& value) { return Write(value, "  "); }
 
 std::string_view JsonTypeName(const Json::Value& value) {
