@@ -373,7 +373,7 @@ Result<DcSessionAuth::Attempt> DcSessionAuth::TryPassword(const SecretBytes& pas
 Status DcSessionAuth::TwoStep(const RestReply& first, std::stop_token stop) {
   const std::string who = settings_.username;
   const Json::Value& j = first.json;
-  if (!j["conversationId"].isString() || !j["nextLoginStep"].isString()) {
+  if (!j.isObject() || !j["conversationId"].isString() || !j["nextLoginStep"].isString()) {
     return JiraInternal("Jira's two-step login answer has no conversationId / nextLoginStep");
   }
   const std::string conversation = j["conversationId"].asString();
@@ -545,7 +545,7 @@ Status DcSessionAuth::ConfirmIdentity(std::stop_token stop) {
   RestCall call;
   call.path = {"rest", "api", "2", "myself"};
   CW_ASSIGN_OR_RETURN(RestReply reply, site_.Execute(call, &fixed, stop, "GET myself"));
-  if (!reply.ok() || !reply.json["name"].isString()) {
+  if (!reply.ok() || !reply.json.isObject() || !reply.json["name"].isString()) {
     return UnexpectedReply(reply, "GET myself after the login");
   }
   if (Lower(reply.json["name"].asString()) != Lower(settings_.username)) {
