@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 
@@ -14,6 +15,8 @@ namespace cakewalk::jira {
 namespace {
 
 constexpr std::size_t kMaxPasted = 8192;
+// The longest access-token lifetime taken from a token endpoint's expires_in (a day).
+constexpr long long kMaxAccessLifetime = 24 * 3600;
 
 bool PercentDecodeInto(std::string_view in, SecretBytes& out) {
   auto hex = [](char h) -> int {
@@ -125,7 +128,9 @@ Result<TokenAnswer> TokenRequest(const ConnectionSettings& settings, RestClient&
     long long secs = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), secs);
     if (ec == std::errc() && end == text.data() + text.size() && secs > 0) {
-      answer.lifetime = std::chrono::seconds(secs);
+      // Access tokens live an hour; a longer claim only makes the agent refresh sooner than
+      // asked (and a huge one would overflow the expiry time).
+      answer.lifetime = std::chrono::seconds(std::min<long long>(secs, kMaxAccessLifetime));
     }
   }
   if (auto it = fields->find("scope"); it != fields->end()) {
