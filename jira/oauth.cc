@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "base/encoding.h"
+#include "base/fault_point.h"
 #include "jira/errors.h"
 #include "jira/secret_text.h"
 
@@ -191,8 +192,10 @@ Status OAuthTokens::RefreshLocked(std::stop_token stop) {
   refresh.Wipe();
   client_secret.Wipe();
   ++refreshes_;
+  FaultPoint("oauth.refresh.before-request");
   CW_ASSIGN_OR_RETURN(TokenAnswer answer,
                       TokenRequest(settings_, endpoint_, body, stop, "the token refresh"));
+  FaultPoint("oauth.refresh.answered");
   if (hooks_.after_token_response) CW_RETURN_IF_ERROR(hooks_.after_token_response());
   if (answer.refresh_token) {
     // Sealed before the access token is used: a crash from here on keeps the grant alive.
@@ -205,6 +208,7 @@ Status OAuthTokens::RefreshLocked(std::stop_token stop) {
                     stored.reason());
     }
   }
+  FaultPoint("oauth.refresh.sealed");
   access_ = std::move(answer.access_token);
   expires_ = endpoint_.runtime().clock->Now() + answer.lifetime;
   ++generation_;
