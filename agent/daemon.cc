@@ -171,28 +171,6 @@ class Publisher {
   std::string last_line_;
 };
 
-// "; password v3 is 120 days old (rotation.max_age_days: 90): rotate it" for every current secret
-// of `connection` past the rotation policy's age, and "; rotation in progress (password v4
-// staged)" for staged versions; empty when there is nothing to say.
-std::string SecretNotes(const std::vector<hsm::SecretInfo>& secrets, const std::string& connection,
-                        std::chrono::hours max_age, SysTime now) {
-  std::string out;
-  for (const hsm::SecretInfo& s : secrets) {
-    if (s.connection != connection) continue;
-    const std::string what = s.name + " v" + std::to_string(s.version);
-    if (s.state == hsm::SecretState::kCurrent && now - s.created > max_age) {
-      const auto days =
-          std::chrono::duration_cast<std::chrono::hours>(now - s.created).count() / 24;
-      out += "; " + what + " is " + std::to_string(days) +
-             " days old (rotation.max_age_days: " + std::to_string(max_age.count() / 24) +
-             "): rotate it";
-    } else if (s.state == hsm::SecretState::kPending) {
-      out += "; " + what + " staged (rotation in progress)";
-    }
-  }
-  return out;
-}
-
 class DaemonControl final : public sd::AgentControl {
  public:
   DaemonControl(ConfigHolder& config, Publisher& publisher, hsm::SecretStore& secrets,
@@ -227,7 +205,7 @@ class DaemonControl final : public sd::AgentControl {
     const std::vector<hsm::SecretInfo> secrets =
         listed.ok() ? std::move(listed).value() : std::vector<hsm::SecretInfo>{};
     const SysTime now = std::chrono::system_clock::now();
-    cp.detail += SecretNotes(secrets, kControlPlaneConnection, config->rotation.max_age, now);
+    cp.detail += SecretNotes(secrets, kControlPlaneConnection, config->rotation.max_age, now, true);
     out.connections.push_back(cp);
     for (const ConnectionConfig& c : config->connections) {
       sd::ConnectionStatus cs;
@@ -235,7 +213,7 @@ class DaemonControl final : public sd::AgentControl {
       auto h = health_.Get(c.name);
       cs.state = !h.has_value() ? "ok" : h->ok ? "ok" : "error";
       cs.detail = h.has_value() ? h->detail : "not used yet";
-      cs.detail += SecretNotes(secrets, c.name, config->rotation.max_age, now);
+      cs.detail += SecretNotes(secrets, c.name, config->rotation.max_age, now, true);
       out.connections.push_back(cs);
     }
     out.sync_progress = s.progress;

@@ -41,6 +41,25 @@ std::optional<ConnectionHealth::Entry> ConnectionHealth::Get(const std::string& 
   return it->second;
 }
 
+std::string SecretNotes(const std::vector<hsm::SecretInfo>& secrets, std::string_view connection,
+                        std::chrono::hours max_age, SysTime now, bool staged) {
+  std::string out;
+  for (const hsm::SecretInfo& s : secrets) {
+    if (s.connection != connection) continue;
+    const std::string what = s.name + " v" + std::to_string(s.version);
+    if (s.state == hsm::SecretState::kCurrent && now - s.created > max_age) {
+      const auto days =
+          std::chrono::duration_cast<std::chrono::hours>(now - s.created).count() / 24;
+      out += "; " + what + " is " + std::to_string(days) +
+             " days old (rotation.max_age_days: " + std::to_string(max_age.count() / 24) +
+             "): rotate it";
+    } else if (staged && s.state == hsm::SecretState::kPending) {
+      out += "; " + what + " staged (rotation in progress)";
+    }
+  }
+  return out;
+}
+
 Json::Value BuildHeartbeatBody(const HeartbeatInputs& in, const ConnectionHealth* health) {
   Json::Value body(Json::objectValue);
   body["agent_version"] = in.agent_version;
@@ -86,16 +105,8 @@ Json::Value BuildHeartbeatBody(const HeartbeatInputs& in, const ConnectionHealth
     }
     if (in.max_age) {
       // The rotation policy's warning: secrets in use for longer than rotation.max_age_days.
-      for (const hsm::SecretInfo& s : in.secrets) {
-        if (s.connection != c.name || s.state != hsm::SecretState::kCurrent) continue;
-        if (in.now - s.created <= *in.max_age) continue;
-        const auto days = std::chrono::duration_cast<std::chrono::hours>(in.now - s.created);
-        entry["detail"] =
-            entry["detail"].asString() + "; " + s.name + " v" + std::to_string(s.version) + " is " +
-            std::to_string(days.count() / 24) +
-            " days old (rotation.max_age_days: " + std::to_string(in.max_age->count() / 24) +
-            "): rotate it";
-      }
+      entry["detail"] = entry["detail"].asString() +
+                        SecretNotes(in.secrets, c.name, *in.max_age, in.now, /*staged=*/false);
     }
     connections.append(entry);
   }

@@ -73,6 +73,13 @@ struct HeartbeatInputs {
   SysTime now;
 };
 
+// "; password v3 is 120 days old (rotation.max_age_days: 90): rotate it" for each current secret
+// of `connection` created more than `max_age` before `now`, and with `staged` also "; password v4
+// staged (rotation in progress)" for each pending one; empty when there is nothing to say. The
+// heartbeat's and `status`'s connection details end with it.
+std::string SecretNotes(const std::vector<hsm::SecretInfo>& secrets, std::string_view connection,
+                        std::chrono::hours max_age, SysTime now, bool staged);
+
 // The heartbeat body (docs/protocol.md §11). Only current secret versions are listed: the
 // protocol's secret entries have no state, and a staged version is not in use (`status` and
 // `secret list` show rotations in progress).
