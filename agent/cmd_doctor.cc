@@ -1,11 +1,15 @@
-// `doctor`: one line per check — configuration, token, secrets, control plane, connections —
-// and a non-zero exit when any check fails. It only reads: nothing is stored, rotated or renewed.
+// `doctor`: one line per check — configuration, token, secrets, control plane, then each Jira
+// connection (reachable, TLS, secrets, login stop, login, Admin permission, access sync auth, clock
+// skew; jira/health.h) — and a non-zero exit when any check fails. Nothing is stored, rotated or
+// renewed; the only effect is one Jira login per connection (none while a login stop holds, and a
+// refused login sets one, exactly as a job's would).
 #include <algorithm>
 #include <ostream>
 #include <set>
 
 #include "agent/checks.h"
 #include "agent/commands.h"
+#include "agent/jira_connection.h"
 #include "agent/token_context.h"
 #include "hsm/secret_store.h"
 
@@ -132,6 +136,8 @@ Status CommandDoctor(const Config& config, CliIo io) {
   }
   const auto cp = ControlPlaneChecks(config, token.ok() ? token->get() : nullptr);
   checks.insert(checks.end(), cp.begin(), cp.end());
+  const auto jira = JiraConnectionChecks(config, token.ok() ? token->get() : nullptr);
+  checks.insert(checks.end(), jira.begin(), jira.end());
 
   int failed = 0;
   int warned = 0;

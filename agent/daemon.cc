@@ -173,10 +173,12 @@ class Publisher {
 
 class DaemonControl final : public sd::AgentControl {
  public:
-  DaemonControl(ConfigHolder& config, Publisher& publisher, hsm::SecretStore& secrets,
-                const ConnectionHealth& health, RotationService& rotation, LogSink& log)
+  DaemonControl(ConfigHolder& config, Publisher& publisher, hsm::Token& token,
+                hsm::SecretStore& secrets, const ConnectionHealth& health,
+                RotationService& rotation, LogSink& log)
       : config_(config),
         publisher_(publisher),
+        token_(token),
         secrets_(secrets),
         health_(health),
         rotation_(rotation),
@@ -238,19 +240,31 @@ class DaemonControl final : public sd::AgentControl {
     });
   }
 
+  // The token is re-read first: objects that another process stored since the start (`secret
+  // set`, `mfa enroll` from the command line) become visible. tpm2-pkcs11 reads its store only
+  // when the module is initialised; on SoftHSM and HSMs this changes nothing. Then the file.
   Status Reload() override {
+    Status token = token_.Refresh();
+    if (token.ok()) {
+      log_.Log(Severity::kInfo, event::kTokenSession, "token objects re-read");
+    } else {
+      log_.Log(Severity::kError, event::kTokenSession,
+               "the token could not be re-read: " + token.message());
+    }
     Status s = config_.Reload();
     if (s.ok()) {
       log_.Log(Severity::kNotice, event::kConfig, "configuration reloaded");
     } else {
       log_.Log(Severity::kError, event::kConfig, "reload refused: " + s.message());
     }
-    return s;
+    if (!s.ok()) return s;
+    return token.ok() ? s : token.WithContext("reload");
   }
 
  private:
   ConfigHolder& config_;
   Publisher& publisher_;
+  hsm::Token& token_;
   hsm::SecretStore& secrets_;
   const ConnectionHealth& health_;
   RotationService& rotation_;
@@ -377,7 +391,8 @@ Status RunDaemon(const Config& initial, CliIo io) {
   auto rotation = std::make_unique<RotationService>(
       *rotator, config_source,
       [&]() -> Result<std::uint32_t> { return RotateCertificate(*renewer, *identity); }, *log);
-  DaemonControl control(config, publisher, token->secrets(), health, *rotation, *log);
+  DaemonControl control(config, publisher, token->token(), token->secrets(), health, *rotation,
+                        *log);
   std::unique_ptr<sd::BusService> bus;
   {
     auto started = sd::BusService::Start(*events, control, {kAgentVersion, sd::kAdminGroup});

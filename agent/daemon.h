@@ -22,7 +22,8 @@
 //      jobs get jobs.shutdown_grace, results are flushed for a bounded time), then the bus, the
 //      loop, the link (its transports hold token keys), the identity, the journal, the token.
 //
-// Reload (SIGHUP or D-Bus): the configuration file is read again; jobs.* and connections take
+// Reload (SIGHUP or D-Bus): the token's objects are re-read (hsm::Token::Refresh: a TPM shows
+// what another process stored only then), and the configuration file is read again; jobs.* and connections take
 // effect for the next job. Changes to control_plane.*, token.* or state_dir need a restart: the
 // reload is refused and says so (the running configuration stays).
 //

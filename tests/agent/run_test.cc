@@ -389,6 +389,103 @@ TEST_F(RunTest, TellsSystemdWhenReadyWhatItDoesAndWhenItStops) {
   EXPECT_EQ(WaitExit(agent, 30s), 0);
 }
 
+// SIGHUP: the running agent re-reads its token (a password stored by `secret set` from another
+// process is used by the next job) and its configuration (a connection added to the file takes
+// jobs); a broken file is refused and the running configuration keeps working.
+TEST_F(RunTest, SighupReReadsTheTokenAndTheConfiguration) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  Child agent = home_->Start();
+  auto run = [&](const std::string& connection) {
+    JobSpec spec;
+    spec.type = "jira.connection.verify";
+    spec.connection = connection;
+    spec.params = Json::Value(Json::objectValue);
+    auto id = cp_->fake().EnqueueJob(spec);
+    EXPECT_TRUE(id.ok());
+    if (!id.ok()) return Json::Value();
+    EXPECT_TRUE(cp_->fake().WaitForJobState(*id, JobState::kFinished, 30s));
+    return cp_->fake().Job(*id)->result;
+  };
+  auto reloads = [&](const std::string& line) {
+    std::size_t n = 0;
+    const std::string log = home_->Log();
+    for (auto at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++n;
+    return n;
+  };
+  auto hup = [&](const std::string& expect, std::size_t before) {
+    agent.Signal(SIGHUP);
+    return cp_->fake().WaitUntil([&] { return reloads(expect) > before; }, expect, 20s);
+  };
+  EXPECT_EQ(run("jira-prod")["error"]["code"].asString(), "credentials_missing");
+  EXPECT_EQ(run("jira-two")["error"]["code"].asString(), "connection_not_configured");
+
+  // The operator stores the password with the CLI while the agent runs, and adds a connection.
+  auto set_password = [&](const std::string& connection) {
+    ProgramResult r = RunProgram({CAKEWALK_AGENT_BINARY, "--config", home_->config_path().string(),
+                                  "secret", "set", connection, "password"},
+                                 password_ + "\n");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r;
+  };
+  ASSERT_EQ(set_password("jira-prod").exit_code, 0);
+  auto config = ParseJson(ReadFile(home_->config_path()), "agent.json");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  Json::Value two = (*config)["connections"][0];
+  two["name"] = "jira-two";
+  (*config)["connections"].append(two);
+  WriteFile(home_->config_path(), "{ \"state_dir\": ", 0600);  // a half-written file first
+  ASSERT_TRUE(hup("reload refused", reloads("reload refused")));
+  EXPECT_EQ(run("jira-two")["error"]["code"].asString(), "connection_not_configured");
+  EXPECT_EQ(run("jira-prod")["status"].asString(), "succeeded");  // the token was re-read
+  WriteFile(home_->config_path(), WriteJson(*config), 0600);
+  ASSERT_EQ(set_password("jira-two").exit_code, 0);
+  ASSERT_TRUE(hup("configuration reloaded", reloads("configuration reloaded")));
+  EXPECT_THAT(home_->Log(), HasSubstr("token objects re-read"));
+  Json::Value result = run("jira-two");
+  EXPECT_EQ(result["status"].asString(), "succeeded") << WriteJson(result);
+
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+  ExpectPasswordNowhere();
+}
+
+// `doctor` checks each Jira connection with the token's secrets, as a job would: reachable, TLS,
+// login, Admin permission; a refused password is one failed login at Jira and a failed check
+// that says what to do, and the password appears in no output.
+TEST_F(RunTest, DoctorChecksEachJiraConnection) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  auto doctor = [&] {
+    return RunProgram({CAKEWALK_AGENT_BINARY, "--config", home_->config_path().string(), "doctor"});
+  };
+  ProgramResult missing = doctor();
+  EXPECT_EQ(missing.exit_code, 1) << missing.out << missing.err;
+  EXPECT_THAT(missing.out, HasSubstr("[ok  ] jira-prod: reachable"));
+  EXPECT_THAT(missing.out, HasSubstr("[ok  ] jira-prod: TLS"));
+  EXPECT_THAT(missing.out, HasSubstr("[FAIL] jira-prod: secrets in the token"));
+
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  ProgramResult good = doctor();
+  EXPECT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_THAT(good.out, HasSubstr("[ok  ] jira-prod: login"));
+  EXPECT_THAT(good.out, HasSubstr("[ok  ] jira-prod: admin permission"));
+  EXPECT_EQ(jira_->jira().FailedLoginCount("svc-cakewalk"), 0);
+
+  const std::string wrong = MakeCanary("wrong-password");
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", wrong).ok());
+  ProgramResult refused = doctor();
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.out, HasSubstr("[FAIL] jira-prod: login"));
+  EXPECT_THAT(refused.out, HasSubstr("secret set jira-prod password"));
+  EXPECT_EQ(jira_->jira().FailedLoginCount("svc-cakewalk"), 1);
+  for (const std::string& secret : {password_, wrong}) {
+    EXPECT_TRUE(
+        FindCanaryIn(secret,
+                     missing.out + missing.err + good.out + good.err + refused.out + refused.err,
+                     "doctor output")
+            .empty());
+  }
+}
+
 TEST_F(RunTest, OneAgentPerStateFolder) {
   ASSERT_NO_FATAL_FAILURE(MakeHome());
   Child first = home_->Start();
