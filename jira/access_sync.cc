@@ -703,14 +703,35 @@ Result<UserRow> SyncRun::ParseUserRow(const Json::Value& j, bool listing) const 
   return row;
 }
 
+// The cursor chain is the one sequential path of a Data Center sync: the next page is asked for
+// as soon as this one's cursor is known (before its users are stored), and its requests go first
+// at the gate.
 Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t page) {
   if (page > kMaxPages) return JiraInternal("GET user/list did not end");
   RestCall call = Api({"user", "list"});
   call.query.emplace_back("maxResults", std::to_string(kUserPageSize));
   if (cursor) call.query.emplace_back("cursor", *cursor);
-  CW_ASSIGN_OR_RETURN(Json::Value bean, Get(call, "GET user/list"));
+  Json::Value bean;
+  {
+    SyncGate::Priority first;
+    CW_ASSIGN_OR_RETURN(bean, Get(call, "GET user/list"));
+  }
   if (!bean.isObject() || !bean["values"].isArray()) {
     return JiraInternal("Jira answered GET user/list with no page of values");
+  }
+  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
+  auto next = OptString(bean, "nextCursor");
+  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
+  if (!last) {
+    if (!next || next == cursor) {
+      return JiraInternal("GET user/list said more pages follow but gave no new cursor");
+    }
+    StageStarted(kUserListing);
+    pool_->Submit(FetchPool::kHigh, [this, next, page] {
+      Status s = UserListPage(next, page + 1);
+      if (s.ok()) StageDone(kUserListing);
+      return s;
+    });
   }
   std::vector<UserRow> rows;
   rows.reserve(bean["values"].size());
@@ -718,9 +739,6 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
     CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
     rows.push_back(std::move(row));
   }
-  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
-  auto next = OptString(bean, "nextCursor");
-  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
   bean = Json::Value();
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
   rows = {};
@@ -728,17 +746,6 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
   {
     std::lock_guard lock(mu_);
     users_seen_ += added;
-  }
-  if (!last) {
-    if (!next || next == cursor) {
-      return JiraInternal("GET user/list said more pages follow but gave no new cursor");
-    }
-    StageStarted(kUserListing);
-    pool_->Submit(FetchPool::kNormal, [this, next, page] {
-      Status s = UserListPage(next, page + 1);
-      if (s.ok()) StageDone(kUserListing);
-      return s;
-    });
   }
   Notify();
   return Status::Ok();

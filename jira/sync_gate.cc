@@ -30,7 +30,12 @@ std::string PathKey(const std::string& url) {
   return url.substr(start, q == std::string::npos ? std::string::npos : q - start);
 }
 
+thread_local bool t_priority = false;
+
 }  // namespace
+
+SyncGate::Priority::Priority() : previous_(t_priority) { t_priority = true; }
+SyncGate::Priority::~Priority() { t_priority = previous_; }
 
 SyncGate::SyncGate(http::Transport& inner, const Clock& clock, Sleeper& sleeper,
                    GateOptions options, std::stop_token stop)
@@ -97,7 +102,8 @@ Status SyncGate::Acquire() {
         continue;
       }
     }
-    if (stats_.in_flight < stats_.limit) {
+    const bool priority = t_priority;
+    if (stats_.in_flight < stats_.limit && (priority || priority_waiting_ == 0)) {
       ++stats_.in_flight;
       ++stats_.requests;
       stats_.peak_in_flight = std::max(stats_.peak_in_flight, stats_.in_flight);
@@ -105,8 +111,14 @@ Status SyncGate::Acquire() {
       return Status::Ok();
     }
     // Wait for a slot; a hold set meanwhile is seen on wake-up.
-    cv_.wait(lock, stop_,
-             [&] { return stats_.in_flight < stats_.limit || hold_until_ > clock_.Steady(); });
+    if (priority) ++priority_waiting_;
+    ++stats_.waiting;
+    cv_.wait(lock, stop_, [&] {
+      return (stats_.in_flight < stats_.limit && (priority || priority_waiting_ == 0)) ||
+             hold_until_ > clock_.Steady();
+    });
+    --stats_.waiting;
+    if (priority && --priority_waiting_ == 0) cv_.notify_all();
   }
 }
 

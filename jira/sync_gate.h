@@ -44,6 +44,7 @@ struct GateOptions {
 struct GateStats {
   int limit = 0;  // slots now
   int in_flight = 0;
+  int waiting = 0;         // requests waiting for a slot now
   int peak_in_flight = 0;  // most requests ever in flight at once
   int peak_limit = 0;
   std::int64_t requests = 0;     // sent (retries included)
@@ -66,6 +67,18 @@ class SyncGate final : public http::Transport {
   void ResetConnections() override { inner_.ResetConnections(); }
 
   GateStats stats() const;
+  // While one lives on a thread, that thread's requests take the next free slot before others
+  // (a sequential cursor chain that everything else can wait for). Limits and holds still apply.
+  class Priority {
+   public:
+    Priority();
+    ~Priority();
+    Priority(const Priority&) = delete;
+    Priority& operator=(const Priority&) = delete;
+
+   private:
+    bool previous_;
+  };
   // Called after every exchange that produced an HTTP answer (the bench records the requests to
   // replay them). Set before the first request.
   void SetObserver(std::function<void(const http::Request&, const http::Response&)> observer) {
@@ -93,6 +106,7 @@ class SyncGate final : public http::Transport {
   std::mutex hold_mu_;  // one sleeper at a time
   GateStats stats_;
   int successes_ = 0;  // since the last change of the limit
+  int priority_waiting_ = 0;
   Steady::time_point hold_until_{};
   Steady::time_point last_latency_decrease_{};
   // The pacer, once the server announced its bucket (Data Center).

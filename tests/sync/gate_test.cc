@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "base/time.h"
 #include "jira/errors.h"
@@ -216,6 +219,67 @@ TEST(SyncGateTest, SlotsBoundConcurrencyAcrossThreads) {
   EXPECT_LE(inner.peak.load(), 3);
   EXPECT_GE(inner.peak.load(), 2);  // it did open up
   EXPECT_EQ(gate.stats().peak_in_flight, inner.peak.load());
+}
+
+// A request sent under SyncGate::Priority takes the next free slot before requests that waited
+// longer; the others follow once no priority request waits.
+TEST(SyncGateTest, PriorityRequestTakesTheNextSlotFirst) {
+  FakeClock clock;
+  ClockSleeper sleeper(clock);
+  struct Ordered final : http::Transport {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;  // the first request blocks until the test opens
+    std::vector<std::string> order;
+    Result<http::Response> Send(const http::Request& r) override {
+      std::unique_lock lock(mu);
+      order.push_back(r.url);
+      if (order.size() == 1) cv.wait(lock, [&] { return open; });
+      return ScriptedTransport::Ok();
+    }
+    std::optional<seconds> LastClockSkew() const override { return std::nullopt; }
+    void ResetConnections() override {}
+  } inner;
+  GateOptions o;
+  o.max_concurrency = 1;
+  o.initial_concurrency = 1;
+  SyncGate gate(inner, clock, sleeper, o, {});
+  auto wait_for_waiting = [&](int n) {
+    for (int i = 0; i < 5000 && gate.stats().waiting < n; ++i) {
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    ASSERT_EQ(gate.stats().waiting, n);
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { EXPECT_TRUE(gate.Send(Req("/blocker")).ok()); });
+  for (int i = 0; i < 100 && gate.stats().in_flight < 1; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(gate.stats().in_flight, 1);
+  constexpr int kNormal = 8;
+  for (int t = 0; t < kNormal; ++t) {
+    threads.emplace_back([&] { EXPECT_TRUE(gate.Send(Req("/normal")).ok()); });
+  }
+  wait_for_waiting(kNormal);
+  threads.emplace_back([&] {
+    SyncGate::Priority first;
+    EXPECT_TRUE(gate.Send(Req("/chain")).ok());
+  });
+  wait_for_waiting(kNormal + 1);
+  {
+    std::lock_guard lock(inner.mu);
+    inner.open = true;
+  }
+  inner.cv.notify_all();
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(inner.order.size(), static_cast<std::size_t>(kNormal + 2));
+  EXPECT_NE(inner.order[0].find("/blocker"), std::string::npos);
+  EXPECT_NE(inner.order[1].find("/chain"), std::string::npos) << inner.order[1];
+  for (std::size_t i = 2; i < inner.order.size(); ++i) {
+    EXPECT_NE(inner.order[i].find("/normal"), std::string::npos) << i;
+  }
+  EXPECT_EQ(gate.stats().waiting, 0);
+  EXPECT_EQ(gate.stats().peak_in_flight, 1);
 }
 
 TEST(SyncGateTest, StopEndsWaiting) {
