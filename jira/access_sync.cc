@@ -38,6 +38,8 @@ constexpr int kGroupPageSize = 50;
 constexpr int kPatPageSize = 100;
 constexpr int kUserPagesInFlight = 2;
 constexpr int kEmitBatch = 250;
+// User batches read from the store and being built on the pool ahead of the one being emitted.
+constexpr std::size_t kUserBatchesAhead = 2;
 constexpr std::size_t kReadyLimit = 2000;  // queued group/credential records before producers wait
 constexpr int kPickerMaxResults = 1000;
 constexpr std::int64_t kExcludePagingLimit = 250;  // names a query may page through by exclusion
@@ -216,6 +218,7 @@ class SyncRun {
   Status PushReady(Json::Value record);
   void AddWarning(std::string code, std::string message);
   Status Emit(Json::Value record);
+  Status Emit(Json::Value record, const std::string& canonical);
   Status EmitUsers(bool* drained);
   Json::Value UserRecord(const SpooledUser& u) const;
   Json::Value GroupRecord(const Group& g) const;
@@ -266,7 +269,14 @@ class SyncRun {
   // Emission state (the calling thread only).
   Sha256 sha_;
   std::int64_t records_ = 0, users_ = 0, groups_emitted_ = 0, non_human_ = 0, credentials_ = 0;
-  std::int64_t last_user_seq_ = 0;
+  std::int64_t last_user_seq_ = 0;  // the last user read from the store
+  // User records built on the pool (record and canonical JSON), emitted in store order.
+  struct UserBatch {
+    std::vector<Json::Value> records;
+    std::vector<std::string> canonical;
+    bool built = false;  // under mu_
+  };
+  std::deque<std::shared_ptr<UserBatch>> user_batches_;
 
   std::unique_ptr<FetchPool> pool_;  // last: destroyed (joined) first
 };
@@ -947,9 +957,13 @@ Status SyncRun::ListOAuthClients() {
 // ---- Emission ---------------------------------------------------------------------------------
 
 Status SyncRun::Emit(Json::Value record) {
+  const std::string canonical = WriteJson(record);
+  return Emit(std::move(record), canonical);
+}
+
+Status SyncRun::Emit(Json::Value record, const std::string& canonical) {
   // A stop (lease lost, timeout, shutdown) is honoured before every record: nothing more goes out.
   if (pool_->stop_token().stop_requested()) return pool_->failure().value_or(Stopped());
-  const std::string canonical = WriteJson(record);
   const std::string kind = record["kind"].asString();
   CW_RETURN_IF_ERROR(sink_.Write(std::move(record)));
   sha_.Update(canonical);
@@ -1026,16 +1040,59 @@ Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
 }
 
 // Emits the next batch of spooled users; `drained` tells whether none was left.
+// Users are read here in store order, kEmitBatch at a time; each batch's records (and their
+// canonical JSON, for the hash) are built by a pool task while this thread emits the batches
+// before it, in the same order. At most kUserBatchesAhead batches wait, so the memory stays
+// bounded. One call emits at most kUserBatchesAhead batches (the caller reports progress between
+// calls); *drained says that the store had no more users and every batch is out.
 Status SyncRun::EmitUsers(bool* drained) {
-  CW_ASSIGN_OR_RETURN(std::vector<SpooledUser> batch,
-                      store_->UsersAfter(last_user_seq_, kEmitBatch));
-  *drained = batch.empty();
-  for (const SpooledUser& u : batch) {
-    Json::Value record = UserRecord(u);
-    if (!record["human"].asBool()) ++non_human_;
-    CW_RETURN_IF_ERROR(Emit(std::move(record)));
-    last_user_seq_ = u.seq;
+  bool store_empty = false;
+  for (std::size_t emitted = 0; emitted < kUserBatchesAhead; ++emitted) {
+    while (!store_empty && user_batches_.size() < kUserBatchesAhead) {
+      CW_ASSIGN_OR_RETURN(std::vector<SpooledUser> users,
+                          store_->UsersAfter(last_user_seq_, kEmitBatch));
+      if (users.empty()) {
+        store_empty = true;
+        break;
+      }
+      last_user_seq_ = users.back().seq;
+      auto batch = std::make_shared<UserBatch>();
+      user_batches_.push_back(batch);
+      pool_->Submit(FetchPool::kHigh, [this, batch, users = std::move(users)] {
+        batch->records.reserve(users.size());
+        batch->canonical.reserve(users.size());
+        for (const SpooledUser& u : users) {
+          Json::Value record = UserRecord(u);
+          batch->canonical.push_back(WriteJson(record));
+          batch->records.push_back(std::move(record));
+        }
+        {
+          std::lock_guard lock(mu_);
+          batch->built = true;
+        }
+        Notify();
+        return Status::Ok();
+      });
+    }
+    if (user_batches_.empty()) break;
+    const std::shared_ptr<UserBatch> batch = user_batches_.front();
+    {
+      // A failed pool drops queued tasks: the stop ends the wait.
+      std::unique_lock lock(mu_);
+      while (!batch->built) {
+        if (pool_->stop_token().stop_requested()) {
+          return pool_->failure().value_or(Stopped());
+        }
+        events_cv_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+    }
+    user_batches_.pop_front();
+    for (std::size_t i = 0; i < batch->records.size(); ++i) {
+      if (!batch->records[i]["human"].asBool()) ++non_human_;
+      CW_RETURN_IF_ERROR(Emit(std::move(batch->records[i]), batch->canonical[i]));
+    }
   }
+  *drained = store_empty && user_batches_.empty();
   return Status::Ok();
 }
 
