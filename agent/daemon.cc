@@ -251,12 +251,8 @@ class DaemonControl final : public sd::AgentControl {
       log_.Log(Severity::kError, event::kTokenSession,
                "the token could not be re-read: " + token.message());
     }
+    // The event loop logs the outcome (both SIGHUP and D-Bus come through it).
     Status s = config_.Reload();
-    if (s.ok()) {
-      log_.Log(Severity::kNotice, event::kConfig, "configuration reloaded");
-    } else {
-      log_.Log(Severity::kError, event::kConfig, "reload refused: " + s.message());
-    }
     if (!s.ok()) return s;
     return token.ok() ? s : token.WithContext("reload");
   }

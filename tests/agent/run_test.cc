@@ -434,7 +434,7 @@ TEST_F(RunTest, SighupReReadsTheTokenAndTheConfiguration) {
   two["name"] = "jira-two";
   (*config)["connections"].append(two);
   WriteFile(home_->config_path(), "{ \"state_dir\": ", 0600);  // a half-written file first
-  ASSERT_TRUE(hup("reload refused", reloads("reload refused")));
+  ASSERT_TRUE(hup("reload failed", reloads("reload failed")));
   EXPECT_EQ(run("jira-two")["error"]["code"].asString(), "connection_not_configured");
   EXPECT_EQ(run("jira-prod")["status"].asString(), "succeeded");  // the token was re-read
   WriteFile(home_->config_path(), WriteJson(*config), 0600);
