@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 #include <signal.h>
 
+#include <mutex>
 #include <thread>
 
 #include "agent/config.h"
@@ -122,6 +123,7 @@ class RotationBinaryTest : public ::testing::Test {
                                      home_->config_path().string()};
     argv.insert(argv.end(), args.begin(), args.end());
     ProcessResult r = RunProcess(argv, env, 180s, input);
+    std::lock_guard lock(outputs_mu_);  // two threads run CLI commands at once
     outputs_ += r.out + r.err;
     return r;
   }
@@ -130,6 +132,7 @@ class RotationBinaryTest : public ::testing::Test {
                                      home_->config_path().string()};
     argv.insert(argv.end(), args.begin(), args.end());
     ProcessResult r = RunProcess(argv, {"CAKEWALK_TEST_CRASH_AT=" + point}, 180s);
+    std::lock_guard lock(outputs_mu_);
     outputs_ += r.out + r.err;
     return r;
   }
@@ -177,6 +180,7 @@ class RotationBinaryTest : public ::testing::Test {
   NullLogSink null_log_;
   std::string password_;
   std::vector<std::uint8_t> seed_;
+  std::mutex outputs_mu_;
   std::string outputs_;
   std::unique_ptr<RunningControlPlane> cp_;
   std::unique_ptr<ServedJira> jira_;
