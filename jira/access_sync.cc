@@ -13,6 +13,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stop_token>
+#include <thread>
 #include <unordered_map>
 
 #include "base/encoding.h"
@@ -277,6 +279,12 @@ class SyncRun {
     bool built = false;  // under mu_
   };
   std::deque<std::shared_ptr<UserBatch>> user_batches_;
+  // One thread builds them (the records live in its malloc arena only, not in every pool
+  // thread's), started with the first batch.
+  void BuildUsers(std::stop_token stop);
+  std::deque<std::pair<std::shared_ptr<UserBatch>, std::vector<SpooledUser>>> to_build_;  // mu_
+  std::condition_variable_any build_cv_;
+  std::jthread builder_;  // before pool_: stopped and joined after it
 
   std::unique_ptr<FetchPool> pool_;  // last: destroyed (joined) first
 };
@@ -1041,8 +1049,8 @@ Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
 
 // Emits the next batch of spooled users; `drained` tells whether none was left.
 // Users are read here in store order, kEmitBatch at a time; each batch's records (and their
-// canonical JSON, for the hash) are built by a pool task while this thread emits the batches
-// before it, in the same order. At most kUserBatchesAhead batches wait, so the memory stays
+// canonical JSON, for the hash) are built by the builder thread while this thread emits the
+// batches before it, in the same order. At most kUserBatchesAhead batches wait, so the memory stays
 // bounded. One call emits at most kUserBatchesAhead batches (the caller reports progress between
 // calls); *drained says that the store had no more users and every batch is out.
 Status SyncRun::EmitUsers(bool* drained) {
@@ -1058,26 +1066,19 @@ Status SyncRun::EmitUsers(bool* drained) {
       last_user_seq_ = users.back().seq;
       auto batch = std::make_shared<UserBatch>();
       user_batches_.push_back(batch);
-      pool_->Submit(FetchPool::kHigh, [this, batch, users = std::move(users)] {
-        batch->records.reserve(users.size());
-        batch->canonical.reserve(users.size());
-        for (const SpooledUser& u : users) {
-          Json::Value record = UserRecord(u);
-          batch->canonical.push_back(WriteJson(record));
-          batch->records.push_back(std::move(record));
-        }
-        {
-          std::lock_guard lock(mu_);
-          batch->built = true;
-        }
-        Notify();
-        return Status::Ok();
-      });
+      {
+        std::lock_guard lock(mu_);
+        to_build_.emplace_back(batch, std::move(users));
+      }
+      build_cv_.notify_one();
+      if (!builder_.joinable()) {
+        builder_ = std::jthread([this](std::stop_token stop) { BuildUsers(stop); });
+      }
     }
     if (user_batches_.empty()) break;
     const std::shared_ptr<UserBatch> batch = user_batches_.front();
     {
-      // A failed pool drops queued tasks: the stop ends the wait.
+      // A failed pool ends the sync: the stop ends the wait.
       std::unique_lock lock(mu_);
       while (!batch->built) {
         if (pool_->stop_token().stop_requested()) {
@@ -1094,6 +1095,33 @@ Status SyncRun::EmitUsers(bool* drained) {
   }
   *drained = store_empty && user_batches_.empty();
   return Status::Ok();
+}
+
+void SyncRun::BuildUsers(std::stop_token stop) {
+  while (true) {
+    std::shared_ptr<UserBatch> batch;
+    std::vector<SpooledUser> users;
+    {
+      std::unique_lock lock(mu_);
+      if (!build_cv_.wait(lock, stop, [&] { return !to_build_.empty(); })) return;
+      batch = std::move(to_build_.front().first);
+      users = std::move(to_build_.front().second);
+      to_build_.pop_front();
+    }
+    batch->records.reserve(users.size());
+    batch->canonical.reserve(users.size());
+    for (const SpooledUser& u : users) {
+      if (stop.stop_requested()) return;
+      Json::Value record = UserRecord(u);
+      batch->canonical.push_back(WriteJson(record));
+      batch->records.push_back(std::move(record));
+    }
+    {
+      std::lock_guard lock(mu_);
+      batch->built = true;
+    }
+    Notify();
+  }
 }
 
 SyncProgress SyncRun::Progress() {
