@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <stop_token>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "base/encoding.h"
 #include "base/json.h"
@@ -262,6 +264,10 @@ class SyncRun {
   std::int64_t member_pages_known_ = 0;
   std::int64_t groups_with_totals_ = 0;
   std::int64_t users_seen_ = 0;
+  // The Data Center user/list chain: pages fetched and not yet stored, and the next page's
+  // request held back while two are.
+  int chain_unstored_ = 0;
+  std::function<void()> chain_next_;
   // Windowed startAt listings (user/search, users/search) and the PAT inventory.
   std::int64_t user_next_start_ = 0;
   std::int64_t user_end_start_ = INT64_MAX;
@@ -722,8 +728,8 @@ Result<UserRow> SyncRun::ParseUserRow(const Json::Value& j, bool listing) const 
 }
 
 // The cursor chain is the one sequential path of a Data Center sync: the next page is asked for
-// as soon as this one's cursor is known (before its users are stored), and its requests go first
-// at the gate.
+// as soon as this one's cursor is known (before its users are stored, unless the page before is
+// still being stored), and its requests go first at the gate.
 Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t page) {
   if (page > kMaxPages) return JiraInternal("GET user/list did not end");
   RestCall call = Api({"user", "list"});
@@ -740,17 +746,32 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
   const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
   auto next = OptString(bean, "nextCursor");
   if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
+  // The next page is asked for now, unless the page before this one is still being stored: then
+  // whoever stores that one asks for it. At most two pages of users are in memory.
+  std::function<void()> submit_next;
+  bool defer = false;
   if (!last) {
     if (!next || next == cursor) {
       return JiraInternal("GET user/list said more pages follow but gave no new cursor");
     }
     StageStarted(kUserListing);
-    pool_->Submit(FetchPool::kHigh, [this, next, page] {
-      Status s = UserListPage(next, page + 1);
-      if (s.ok()) StageDone(kUserListing);
-      return s;
-    });
+    submit_next = [this, next, page] {
+      pool_->Submit(FetchPool::kHigh, [this, next, page] {
+        Status s = UserListPage(next, page + 1);
+        if (s.ok()) StageDone(kUserListing);
+        return s;
+      });
+    };
   }
+  {
+    std::lock_guard lock(mu_);
+    ++chain_unstored_;
+    if (submit_next && chain_unstored_ > 1) {
+      chain_next_ = std::move(submit_next);
+      defer = true;
+    }
+  }
+  if (submit_next && !defer) submit_next();
   std::vector<UserRow> rows;
   rows.reserve(bean["values"].size());
   for (const Json::Value& item : bean["values"]) {
@@ -761,10 +782,14 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
   rows = {};
   ReleaseFreedMemory();
+  std::function<void()> held_back;
   {
     std::lock_guard lock(mu_);
     users_seen_ += added;
+    --chain_unstored_;
+    held_back = std::exchange(chain_next_, nullptr);
   }
+  if (held_back) held_back();
   Notify();
   return Status::Ok();
 }
