@@ -44,6 +44,7 @@ constexpr int kUserPagesInFlight = 2;
 constexpr int kEmitBatch = 250;
 // User batches read from the store and being built on the pool ahead of the one being emitted.
 constexpr std::size_t kUserBatchesAhead = 2;
+constexpr std::int64_t kBatchesPerTrim = 8;  // malloc_trim every 2000 users emitted
 constexpr std::size_t kReadyLimit = 2000;  // queued group/credential records before producers wait
 constexpr int kPickerMaxResults = 1000;
 constexpr std::int64_t kExcludePagingLimit = 250;  // names a query may page through by exclusion
@@ -285,6 +286,7 @@ class SyncRun {
     bool built = false;  // under mu_
   };
   std::deque<std::shared_ptr<UserBatch>> user_batches_;
+  std::int64_t user_batches_emitted_ = 0;
   // One thread builds them (the records live in its malloc arena only, not in every pool
   // thread's), started with the first batch.
   void BuildUsers(std::stop_token stop);
@@ -1117,6 +1119,9 @@ Status SyncRun::EmitUsers(bool* drained) {
       if (!batch->records[i]["human"].asBool()) ++non_human_;
       CW_RETURN_IF_ERROR(Emit(std::move(batch->records[i]), batch->canonical[i]));
     }
+    // Records are freed here, in the builder's arena and by the sink: hand that back now and
+    // then, as the user pages do.
+    if (++user_batches_emitted_ % kBatchesPerTrim == 0) ReleaseFreedMemory();
   }
   *drained = store_empty && user_batches_.empty();
   return Status::Ok();
@@ -1285,6 +1290,7 @@ Result<SyncReport> SyncRun::Run(const Json::Value& params) {
     if (include_.users && members_complete && !users_done) {
       if (!members_indexed) {
         CW_RETURN_IF_ERROR(store_->IndexMembers());
+        ReleaseFreedMemory();  // what SQLite's sorter used for the index
         members_indexed = true;
       }
       Status s = EmitUsers(&drained);
