@@ -7,6 +7,7 @@
 //   - ParsePastedAuthorization (what an operator pastes into `oauth authorize`): a refusal never
 //     quotes the code;
 //   - QueryParameter (the cursor of a links.next URL from an answer).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -21,11 +22,27 @@ using cakewalk::fuzz::FuzzCheck;
 
 namespace {
 
+// A value no message can hold by coincidence: the input itself may be a piece of a refusal's own
+// wording ("med JSON object: expected an objec" is), so whether a refusal quotes its input is
+// checked with this planted in it.
+constexpr std::string_view kCanary = "cwcanary5e1f0a93c7d2";
+
+bool Quotes(const cakewalk::Status& refusal) {
+  return refusal.message().find(kCanary) != std::string::npos;
+}
+
 void CheckFlatParser(std::string_view text) {
   auto flat = cakewalk::jira::ParseFlatJsonObject(text);
   if (!flat.ok()) {
-    FuzzCheck(flat.status().message().find(text) == std::string::npos || text.size() < 8,
-              "a refusal never quotes the token response");
+    // A refusal never quotes the token response: neither a token before the point where the
+    // input goes wrong nor the input as a whole.
+    for (const std::string& probe :
+         {"{\"access_token\":\"" + std::string(kCanary) + "\"," + std::string(text),
+          std::string(text) + std::string(kCanary)}) {
+      auto refused = cakewalk::jira::ParseFlatJsonObject(probe);
+      if (!refused.ok())
+        FuzzCheck(!Quotes(refused.status()), "a refusal never quotes the response");
+    }
     return;
   }
   auto strict = cakewalk::ParseJson(text, "token response");
@@ -92,12 +109,13 @@ void CheckPasted(std::string_view text) {
   }
   const std::size_t at = text.find("code=");
   if (at == std::string_view::npos || text.find("error") != std::string_view::npos) return;
-  std::string_view code = text.substr(at + 5);
-  code = code.substr(0, code.find_first_of("&#"));
-  if (code.size() >= 12) {
-    FuzzCheck(pasted.status().message().find(code) == std::string::npos,
-              "a refusal never quotes the pasted code");
-  }
+  // The same paste with the canary as its code.
+  const std::size_t begin = at + 5;
+  const std::size_t end = std::min(text.find_first_of("&#", begin), text.size());
+  const std::string probe =
+      std::string(text.substr(0, begin)) + std::string(kCanary) + std::string(text.substr(end));
+  auto refused = cakewalk::jira::ParsePastedAuthorization(probe, kRedirect);
+  if (!refused.ok()) FuzzCheck(!Quotes(refused.status()), "a refusal never quotes the pasted code");
 }
 
 }  // namespace
