@@ -34,6 +34,7 @@
 #include "tests/agent/agent_process.h"
 #include "tests/bench/bench_report.h"
 #include "tests/fakes/control_plane/running_control_plane.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
@@ -87,20 +88,6 @@ class NotifySocket {
   int fd_ = -1;
 };
 
-long StatusField(const std::filesystem::path& status, const std::string& field) {
-  std::ifstream in(status);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      std::istringstream words(line.substr(field.size() + 1));
-      long v = -1;
-      words >> v;
-      return v;
-    }
-  }
-  return -1;
-}
-
 struct Switches {
   long total = 0;
   int threads = 0;
@@ -113,8 +100,8 @@ Switches CountSwitches(pid_t pid) {
   std::error_code ec;
   for (const auto& task :
        std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    const long v = StatusField(task.path() / "status", "voluntary_ctxt_switches");
-    const long n = StatusField(task.path() / "status", "nonvoluntary_ctxt_switches");
+    const long v = ProcField(task.path() / "status", "voluntary_ctxt_switches");
+    const long n = ProcField(task.path() / "status", "nonvoluntary_ctxt_switches");
     if (v < 0 || n < 0) continue;  // the thread ended meanwhile
     s.total += v + n;
     ++s.threads;
@@ -207,7 +194,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<double, long>> rss;
   auto sample = [&] {
     rss.emplace_back(std::chrono::duration<double>(Steady::now() - idle_start).count(),
-                     StatusField("/proc/" + std::to_string(pid) + "/status", "VmRSS"));
+                     ProcField("/proc/" + std::to_string(pid) + "/status", "VmRSS"));
   };
   while (Steady::now() - idle_start < std::chrono::seconds(idle_seconds)) {
     sample();
@@ -221,17 +208,17 @@ int main(int argc, char** argv) {
   }
   const Switches after = CountSwitches(pid);
   const double window = std::chrono::duration<double>(Steady::now() - w0).count();
-  const long rss_kb = StatusField("/proc/" + std::to_string(pid) + "/status", "VmRSS");
-  const long hwm_kb = StatusField("/proc/" + std::to_string(pid) + "/status", "VmHWM");
+  const long rss_kb = ProcField("/proc/" + std::to_string(pid) + "/status", "VmRSS");
+  const long hwm_kb = ProcField("/proc/" + std::to_string(pid) + "/status", "VmHWM");
   const double rss_mb = static_cast<double>(rss_kb) * 1024 / 1e6;
   // RSS counts every shared library page mapped; PSS shares them out among the processes using
   // them, and the private pages are the agent's own memory.
   const std::string rollup = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-  const double pss_mb = static_cast<double>(StatusField(rollup, "Pss")) * 1024 / 1e6;
-  const double private_mb = static_cast<double>(StatusField(rollup, "Private_Dirty") +
-                                                StatusField(rollup, "Private_Clean")) *
-                            1024 / 1e6;
-  const double shared_mb = static_cast<double>(StatusField(rollup, "Shared_Clean")) * 1024 / 1e6;
+  const double pss_mb = static_cast<double>(ProcField(rollup, "Pss")) * 1024 / 1e6;
+  const double private_mb =
+      static_cast<double>(ProcField(rollup, "Private_Dirty") + ProcField(rollup, "Private_Clean")) *
+      1024 / 1e6;
+  const double shared_mb = static_cast<double>(ProcField(rollup, "Shared_Clean")) * 1024 / 1e6;
   const double wakeups = static_cast<double>(after.total - before.total) / window;
   last->Signal(SIGTERM);
   if (WaitExit(*last, 30s) != 0) Die("the agent did not stop cleanly:\n" + (*home)->Log());

@@ -52,6 +52,7 @@
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
 #include "tests/support/pki.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
@@ -73,21 +74,6 @@ double CpuSeconds() {
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-long StatusKb(pid_t pid, const std::string& field) {
-  std::ifstream in(pid == 0 ? std::string("/proc/self/status")
-                            : "/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      std::istringstream words(line.substr(field.size() + 1));
-      long kb = -1;
-      words >> kb;
-      return kb;
-    }
-  }
-  return -1;
 }
 
 struct Args {
@@ -261,7 +247,7 @@ int ChildSync(const Args& a) {
     row.append(static_cast<Json::Int64>(p.users_seen));
     row.append(static_cast<Json::Int64>(p.requests));
     row.append(p.concurrency);
-    row.append(static_cast<Json::Int64>(StatusKb(0, "VmRSS")));
+    row.append(static_cast<Json::Int64>(ProcStatusKb(0, "VmRSS")));
     row.append(p.phase);
     const struct mallinfo2 heap = ::mallinfo2();
     row.append(static_cast<Json::UInt64>(heap.uordblks + heap.hblkhd));  // in use
@@ -281,7 +267,7 @@ int ChildSync(const Args& a) {
   out["users"] = report->output["counts"]["users"];
   out["requests"] = static_cast<Json::Int64>(report->gate.requests);
   out["peak_in_flight"] = report->gate.peak_in_flight;
-  out["vmhwm_kib"] = static_cast<Json::Int64>(StatusKb(0, "VmHWM"));
+  out["vmhwm_kib"] = static_cast<Json::Int64>(ProcStatusKb(0, "VmHWM"));
   out["cpu_s"] = CpuSeconds();
   std::cout << WriteJson(out) << std::endl;
   return 0;
@@ -361,7 +347,7 @@ int ChildFloor(const Args& a) {
   Json::Value out;
   out["wall_ms"] = static_cast<Json::Int64>(wall.count());
   out["requests"] = static_cast<Json::Int64>(lines.size());
-  out["vmhwm_kib"] = static_cast<Json::Int64>(StatusKb(0, "VmHWM"));
+  out["vmhwm_kib"] = static_cast<Json::Int64>(ProcStatusKb(0, "VmHWM"));
   out["cpu_s"] = CpuSeconds();
   std::cout << WriteJson(out) << std::endl;
   return 0;
@@ -396,7 +382,7 @@ int ChildAgent(const Args& a) {
           std::chrono::duration_cast<std::chrono::seconds>(Steady::now() - seed_start).count()));
   Child agent = (*home)->Start();
   if (!(*cp)->fake().WaitForHeartbeats(1, 60s)) Die("the agent did not start");
-  const long idle_kb = StatusKb(agent.pid(), "VmHWM");
+  const long idle_kb = ProcStatusKb(agent.pid(), "VmHWM");
   JobSpec spec;
   spec.type = "jira.access_sync";
   spec.connection = "jira-prod";
@@ -408,7 +394,7 @@ int ChildAgent(const Args& a) {
   std::atomic<bool> sampling{true};
   std::thread sampler([&] {
     while (sampling) {
-      const long kb = StatusKb(agent.pid(), "VmRSS");
+      const long kb = ProcStatusKb(agent.pid(), "VmRSS");
       rss.emplace_back(std::chrono::duration<double>(Steady::now() - start).count(), kb);
       std::this_thread::sleep_for(250ms);
     }
@@ -418,7 +404,7 @@ int ChildAgent(const Args& a) {
   sampler.join();
   if (!finished) Die("the sync did not end");
   const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start);
-  const long peak_kb = StatusKb(agent.pid(), "VmHWM");
+  const long peak_kb = ProcStatusKb(agent.pid(), "VmHWM");
   agent.Signal(SIGTERM);
   WaitExit(agent, 60s);
   auto job = (*cp)->fake().Job(*id);

@@ -14,6 +14,7 @@
 
 #include "base/json.h"
 #include "tests/agent/agent_process.h"
+#include "tests/support/proc_status.h"
 #include "tests/sync/sync_env.h"
 #include "tests/systemd/private_bus.h"
 #include "tests/systemd/process.h"
@@ -22,21 +23,6 @@ namespace cakewalk::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// kB of a /proc/<pid>/status field, or -1.
-long StatusKb(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      std::istringstream words(line.substr(field.size() + 1));
-      long kb = -1;
-      words >> kb;
-      return kb;
-    }
-  }
-  return -1;
-}
 
 // A datagram socket standing in for systemd's notification socket (NOTIFY_SOCKET).
 class NotifySocket {
@@ -146,11 +132,11 @@ TEST_F(BinarySyncTest, PeakMemoryIsBoundedOnAMidSizeSite) {
   ASSERT_NO_FATAL_FAILURE(Start(site));
   Child agent = home_->Start();
   ASSERT_TRUE(cp_->fake().WaitForHeartbeats(1, 30s));
-  const long idle_kb = StatusKb(agent.pid(), "VmHWM");
+  const long idle_kb = ProcStatusKb(agent.pid(), "VmHWM");
   auto id = cp_->fake().EnqueueJob(SyncJob());
   ASSERT_TRUE(id.ok());
   ASSERT_TRUE(cp_->fake().WaitForJobState(*id, JobState::kFinished, 240s)) << home_->Log();
-  const long peak_kb = StatusKb(agent.pid(), "VmHWM");
+  const long peak_kb = ProcStatusKb(agent.pid(), "VmHWM");
   agent.Signal(SIGTERM);
   EXPECT_EQ(WaitExit(agent, 30s), 0);
 
