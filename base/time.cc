@@ -147,6 +147,9 @@ std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value, SysT
   }
   auto when = ParseHttpDate(value);
   if (!when.ok()) return std::nullopt;
+  // A date in the past means no wait; compared first because the difference between a date
+  // far in the past (1678 still parses) and now does not fit in nanoseconds.
+  if (*when <= now) return std::chrono::seconds(0);
   const auto delta = std::chrono::duration_cast<std::chrono::seconds>(*when - now);
   return std::clamp(delta, std::chrono::seconds(0), cap);
 }

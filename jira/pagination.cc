@@ -89,10 +89,11 @@ Status ForEachCursorItem(
     RestCall c = PageCall(call);
     if (cursor) c.query.emplace_back(std::string(cursor_param), *cursor);
     CW_ASSIGN_OR_RETURN(Json::Value answer, Page(client, c, auth, stop, what));
-    const Json::Value& items = answer[std::string(items_key)];
-    if (!answer.isObject() || !items.isArray()) {
+    // Checked before the member is read: jsoncpp throws for a member of an array or a string.
+    if (!answer.isObject() || !answer[std::string(items_key)].isArray()) {
       return JiraInternal("Jira answered " + std::string(what) + " with no list");
     }
+    const Json::Value& items = answer[std::string(items_key)];
     for (const Json::Value& item : items) {
       CW_ASSIGN_OR_RETURN(bool more, visit(item));
       if (!more) return Status::Ok();

@@ -32,6 +32,9 @@ TEST(TimeTest, HttpDateAndRetryAfter) {
   EXPECT_EQ(ParseRetryAfter("99999", now, cap), cap);
   EXPECT_EQ(ParseRetryAfter("Fri, 04 Dec 2026 17:29:38 GMT", now, cap), std::chrono::seconds(30));
   EXPECT_EQ(ParseRetryAfter("Fri, 04 Dec 2026 17:00:00 GMT", now, cap), std::chrono::seconds(0));
+  // Far in the past: its distance to now does not fit in nanoseconds (found by fuzzing; it
+  // overflowed and came out as the cap).
+  EXPECT_EQ(ParseRetryAfter("Fri, 04 Feb 1720 17:29:08 GMT", now, cap), std::chrono::seconds(0));
   EXPECT_EQ(ParseRetryAfter("soon", now, cap), std::nullopt);
   EXPECT_EQ(ParseRetryAfter("-5", now, cap), std::nullopt);
 }
