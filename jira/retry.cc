@@ -60,6 +60,8 @@ std::optional<std::chrono::milliseconds> ServerRetryHint(const http::Response& r
   }
   if (auto reset = response.Header("x-ratelimit-reset")) {
     if (auto when = ParseReset(*reset)) {
+      // Compared first: a reset far in the past is too far from now for nanoseconds.
+      if (*when <= now) return std::chrono::milliseconds::zero();
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*when - now);
       return std::max(wait, std::chrono::milliseconds::zero());
     }
