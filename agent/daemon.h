@@ -23,9 +23,9 @@
 //      loop, the link (its transports hold token keys), the identity, the journal, the token.
 //
 // Reload (SIGHUP or D-Bus): the token's objects are re-read (hsm::Token::Refresh: a TPM shows
-// what another process stored only then), and the configuration file is read again; jobs.* and connections take
-// effect for the next job. Changes to control_plane.*, token.* or state_dir need a restart: the
-// reload is refused and says so (the running configuration stays).
+// what another process stored only then), and the configuration file is read again; jobs.* and
+// connections take effect for the next job. Changes to control_plane.*, token.* or state_dir
+// need a restart: the reload is refused and says so (the running configuration stays).
 //
 // The process never forks (PKCS#11 sessions do not survive fork); everything runs on threads.
 #pragma once
