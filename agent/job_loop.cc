@@ -962,7 +962,9 @@ void JobLoop::SupervisorLoop() {
       continue;
     }
     const auto now = Steady::now();
-    auto wake = now + std::chrono::seconds(1);
+    // With nothing running the only deadline is the journal's pruning: an idle agent sleeps here
+    // until then (or until a job starts or changes, which notifies supervisor_cv_).
+    auto wake = std::max(next_prune_, now);
     std::vector<std::pair<std::shared_ptr<Running>, std::string>> extend;
     std::vector<std::shared_ptr<Running>> give_up;
     std::vector<std::shared_ptr<Running>> timed_out;
