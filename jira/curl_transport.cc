@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -314,8 +316,14 @@ CURLcode SslCtxCallback(CURL*, void* ssl_ctx, void* userdata) noexcept {
 // ---------------------------------------------------------------------------------------------
 // The transport.
 
+// An easy handle driven through its own multi handle. The multi handle owns the connection cache
+// (as the hidden one of curl_easy_perform would), so it lives as long as the easy handle:
+// kept-alive connections survive between transfers. The transfer is driven with curl_multi_poll for
+// exactly as long as libcurl's next timer (curl_easy_perform caps each wait at one second, which
+// woke an idle agent's long poll every second).
 struct Handle {
   CURL* curl = nullptr;
+  CURLM* multi = nullptr;
   std::uint64_t generation = 0;
   char errbuf[CURL_ERROR_SIZE] = {};
 
@@ -323,9 +331,60 @@ struct Handle {
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
   ~Handle() {
-    if (curl != nullptr) curl_easy_cleanup(curl);  // closes its connections
+    // The easy handle is never attached between transfers; the multi handle closes the cached
+    // connections.
+    if (multi != nullptr) curl_multi_cleanup(multi);
+    if (curl != nullptr) curl_easy_cleanup(curl);
   }
 };
+
+// Runs one transfer of `c` through `multi` on the calling thread and returns its result, like
+// curl_easy_perform. `timeout` is the request's total timeout (CURLOPT_TIMEOUT_MS, which libcurl
+// enforces and reports as a timer); it also bounds a wait for which libcurl names no timer.
+CURLcode Perform(CURLM* multi, CURL* c, std::chrono::milliseconds timeout) {
+  if (curl_multi_add_handle(multi, c) != CURLM_OK) return CURLE_FAILED_INIT;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  CURLcode result = CURLE_OK;
+  bool done = false;
+  while (!done) {
+    int running = 0;
+    const CURLMcode mc = curl_multi_perform(multi, &running);
+    if (mc != CURLM_OK) {
+      result = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_SEND_ERROR;
+      break;
+    }
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
+      if (msg->msg == CURLMSG_DONE && msg->easy_handle == c) {
+        result = msg->data.result;
+        done = true;
+      }
+    }
+    if (done) break;
+    if (running == 0) {  // finished without a message: not expected from libcurl
+      result = CURLE_GOT_NOTHING;
+      break;
+    }
+    long next_ms = -1;
+    curl_multi_timeout(multi, &next_ms);
+    const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    // No timer from libcurl: wait for the sockets, at most until the request's deadline (and at
+    // least 10 ms past it, so that a late wake-up cannot spin).
+    const long bound = static_cast<long>(std::max<std::int64_t>(remaining.count(), 10));
+    const long wait_ms = next_ms < 0 ? bound : std::min(next_ms, bound);
+    if (wait_ms > 0) {
+      const CURLMcode pc = curl_multi_poll(
+          multi, nullptr, 0, static_cast<int>(std::min<long>(wait_ms, INT_MAX)), nullptr);
+      if (pc != CURLM_OK) {
+        result = pc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR;
+        break;
+      }
+    }
+  }
+  curl_multi_remove_handle(multi, c);
+  return result;
+}
 
 struct ProxyConfig {
   UrlParts url;
@@ -454,6 +513,13 @@ Result<std::unique_ptr<Handle>> CurlTransportImpl::NewHandle() {
   auto h = std::make_unique<Handle>();
   h->curl = curl_easy_init();
   if (h->curl == nullptr) return ResourceExhausted("curl_easy_init failed");
+  h->multi = curl_multi_init();
+  if (h->multi == nullptr) return ResourceExhausted("curl_multi_init failed");
+  // curl_easy_perform's own multi handle keeps as many connections as the easy handle's
+  // CURLOPT_MAXCONNECTS (5 by default); ours does the same.
+  if (curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 5L) != CURLM_OK) {
+    return Internal("libcurl rejected option CURLMOPT_MAXCONNECTS");
+  }
   CURL* c = h->curl;
   CURLcode rc = CURLE_OK;
   const char* failed = nullptr;
@@ -639,7 +705,7 @@ Result<Response> CurlTransportImpl::Send(const Request& request) {
 
   handle->errbuf[0] = '\0';
   t_tls = TlsObservations{};
-  rc = curl_easy_perform(c);
+  rc = Perform(handle->multi, c, timeout);
 
   // The handle must not keep pointers into this request.
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));

@@ -15,6 +15,7 @@
 #include "base/time.h"
 #include "tests/fakes/https_server.h"
 #include "tests/support/canary.h"
+#include "tests/support/proc_status.h"
 #include "tests/transport/tls_env.h"
 
 namespace cakewalk::testing {
@@ -502,6 +503,37 @@ TEST_F(CurlTransportTest, PerRequestTimeoutOverridesTheDefault) {
   auto resp = t->Send(long_poll);
   ASSERT_TRUE(resp.ok()) << resp.status().ToString();
   EXPECT_EQ(resp->body, "late");
+}
+
+// Voluntary context switches of the calling thread: each time it blocked and was woken.
+long ThreadWakeUps() { return ProcField("/proc/thread-self/status", "voluntary_ctxt_switches"); }
+
+TEST_F(CurlTransportTest, ALongPollSleepsUntilTheAnswerNotOnceASecond) {
+  // curl_easy_perform waits at most one second at a time: a 3.5 s long poll woke the calling
+  // thread at least 3 extra times. The transport waits for libcurl's own next timer instead.
+  std::atomic<bool> slow{false};
+  StartServer([&](const HttpRequest&) {
+    HttpResponse r = Text(200, "jobs");
+    if (slow) r.fault = {Fault::kDelay, std::chrono::milliseconds(3500)};
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  Request poll = Get(Url("/poll"));
+  poll.timeout = std::chrono::seconds(50);
+  ASSERT_TRUE(t->Send(poll).ok());  // connects; the next two reuse the connection
+  long before = ThreadWakeUps();
+  ASSERT_TRUE(t->Send(poll).ok());
+  const long quick = ThreadWakeUps() - before;
+  slow = true;
+  before = ThreadWakeUps();
+  const auto start = std::chrono::steady_clock::now();
+  auto resp = t->Send(poll);
+  ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3400));
+  const long waited = ThreadWakeUps() - before;
+  EXPECT_LE(waited, quick + 1) << "a 3.5 s long poll woke the thread " << waited
+                               << " times, an instant answer " << quick << " times";
+  EXPECT_EQ(server_->connections_accepted(), 1u);
 }
 
 // ------------------------------------------------------------------------------------------
