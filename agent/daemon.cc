@@ -116,10 +116,17 @@ std::string SecretStateWord(hsm::SecretState s) {
 
 // Publishes the job loop's state to systemd (STATUS=) and to D-Bus properties. Thread-safe; the
 // bus may come and go.
+//
+// The job loop's threads call Publish() and must never wait for systemd: sd_notify blocks while
+// the notification socket's queue is full (PID 1 busy or stalled; the kernel queues 10 datagrams
+// by default). So Publish() only records the newest line and posts one send to the event loop's
+// thread, which sends whatever line is newest when it gets there (changes in between coalesce).
+// If that send blocks, the loop thread waits, as it would for its own watchdog ping; jobs, results
+// and status reads go on.
 class Publisher {
  public:
-  Publisher(const sd::Notifier& notifier, const Identity& identity)
-      : notifier_(notifier), identity_(identity) {}
+  Publisher(const sd::Notifier& notifier, sd::LoopHandle events, const Identity& identity)
+      : notifier_(notifier), events_(std::move(events)), identity_(identity) {}
 
   void SetLoop(const JobLoop* loop) {
     std::lock_guard lock(mu_);
@@ -137,10 +144,10 @@ class Publisher {
     std::lock_guard lock(mu_);
     if (loop_ == nullptr) return;
     const LoopSnapshot s = SnapshotLocked();
-    const std::string line = StatusLine(s);
+    std::string line = StatusLine(s);
     if (line != last_line_) {
-      last_line_ = line;
-      notifier_.SetStatus(line).IgnoreError();
+      last_line_ = std::move(line);
+      if (!send_posted_) send_posted_ = events_.Post([this] { SendStatus(); });
     }
     if (bus_ != nullptr) {
       sd::AgentProperties p;
@@ -148,7 +155,7 @@ class Publisher {
       p.certificate_expires_at = s.certificate_expires_at;
       p.jobs_running = static_cast<std::uint32_t>(std::max(0, s.jobs_running));
       p.results_pending = static_cast<std::uint32_t>(std::max<std::int64_t>(0, s.results_pending));
-      bus_->SetProperties(p);
+      bus_->SetProperties(p);  // posts to the loop, returns at once
     }
   }
   void JobFinished(const std::string& id, const std::string& type, const std::string& status) {
@@ -162,13 +169,25 @@ class Publisher {
     s.certificate_expires_at = identity_.certificate_not_after();
     return s;
   }
+  // Loop thread.
+  void SendStatus() {
+    std::string line;
+    {
+      std::lock_guard lock(mu_);
+      send_posted_ = false;
+      line = last_line_;
+    }
+    notifier_.SetStatus(line).IgnoreError();  // outside the lock: it may block
+  }
 
   const sd::Notifier& notifier_;
+  const sd::LoopHandle events_;
   const Identity& identity_;
   mutable std::mutex mu_;
   const JobLoop* loop_ = nullptr;
   sd::BusService* bus_ = nullptr;
   std::string last_line_;
+  bool send_posted_ = false;  // a SendStatus is queued on the loop and has not read the line yet
 };
 
 class DaemonControl final : public sd::AgentControl {
@@ -329,7 +348,7 @@ Status RunDaemon(const Config& initial, CliIo io) {
   CW_RETURN_IF_ERROR(RegisterRotationExecutor(executors, *rotator, config_source));
 
   ConnectionHealth health;
-  Publisher publisher(notifier, *identity);
+  Publisher publisher(notifier, events->handle(), *identity);
   auto control_plane = [&]() -> Result<ControlPlaneHandle> {
     CW_ASSIGN_OR_RETURN(ControlPlaneLink::Connection c, link->Current());
     return ControlPlaneHandle{std::move(c.client), c.certificate_not_after};

@@ -6,17 +6,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <csignal>
 #include <cstdio>
 
 #include "base/json.h"
 #include "tests/agent/agent_process.h"
 #include "tests/support/canary.h"
+#include "tests/support/notify_socket.h"
 #include "tests/systemd/private_bus.h"
 
 namespace cakewalk::testing {
@@ -332,49 +328,10 @@ TEST_F(RunTest, RenewsTheCertificateWhenTheHeartbeatAsks) {
   EXPECT_TRUE(new_key_used) << "the result went out with the renewed key";
 }
 
-// A datagram socket standing in for systemd's notification socket.
-class NotifyReceiver {
- public:
-  NotifyReceiver() : path_((dir_ / "notify").string()) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    bound_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~NotifyReceiver() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool bound() const { return bound_; }
-  const std::string& path() const { return path_; }
-  // Messages until one contains `needle` (true), or the timeout (false); all kept in seen().
-  bool WaitFor(const std::string& needle, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) continue;
-      seen_.emplace_back(buf, static_cast<std::size_t>(n));
-      if (seen_.back().find(needle) != std::string::npos) return true;
-    }
-    return false;
-  }
-  const std::vector<std::string>& seen() const { return seen_; }
-
- private:
-  TempDir dir_{"cakewalk-notify"};
-  std::string path_;
-  int fd_ = -1;
-  bool bound_ = false;
-  std::vector<std::string> seen_;
-};
-
 TEST_F(RunTest, TellsSystemdWhenReadyWhatItDoesAndWhenItStops) {
   ASSERT_NO_FATAL_FAILURE(MakeHome());
   ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
-  NotifyReceiver notify;
+  NotifySocket notify;
   ASSERT_TRUE(notify.bound());
   SlowJira("POST", "/group/user", 2s);
   Child agent = home_->Start({"NOTIFY_SOCKET=" + notify.path()});
@@ -384,6 +341,30 @@ TEST_F(RunTest, TellsSystemdWhenReadyWhatItDoesAndWhenItStops) {
   ASSERT_TRUE(notify.WaitFor("1 job running", 20s));
   ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
   ASSERT_TRUE(notify.WaitFor("0 jobs running, 0 results pending", 20s));
+  agent.Signal(SIGTERM);
+  EXPECT_TRUE(notify.WaitFor("STOPPING=1", 20s));
+  EXPECT_EQ(WaitExit(agent, 30s), 0);
+}
+
+// Nobody reads the notification socket after READY=1 (PID 1 stalled): its queue fills and the next
+// sd_notify blocks. Only the event loop's thread may wait for it; jobs keep running and their
+// results keep going out, and the status catches up once the socket is read again.
+TEST_F(RunTest, JobsGoOnWhileSystemdDoesNotReadItsNotificationSocket) {
+  ASSERT_NO_FATAL_FAILURE(MakeHome());
+  ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
+  NotifySocket notify;
+  ASSERT_TRUE(notify.bound());
+  Child agent = home_->Start({"NOTIFY_SOCKET=" + notify.path()});
+  ASSERT_TRUE(notify.WaitFor("READY=1", 20s));
+  // Each job changes the status line several times (running, finished, result pending, sent):
+  // far more datagrams than the socket queues.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back(EnqueueAddMember("user" + std::to_string(i)));
+  for (const auto& id : ids) {
+    ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 30s)) << id;
+    EXPECT_EQ(cp_->fake().Job(id)->result["status"].asString(), "succeeded") << id;
+  }
+  EXPECT_TRUE(notify.WaitFor("0 jobs running, 0 results pending", 20s));
   agent.Signal(SIGTERM);
   EXPECT_TRUE(notify.WaitFor("STOPPING=1", 20s));
   EXPECT_EQ(WaitExit(agent, 30s), 0);
