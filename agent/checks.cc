@@ -8,6 +8,7 @@
 #include "agent/identity.h"
 #include "agent/renewal.h"
 #include "base/log.h"
+#include "base/time.h"
 
 namespace cakewalk::agent {
 namespace {
@@ -28,7 +29,7 @@ CheckResult Fail(std::string name, std::string detail) {
   return {std::move(name), CheckResult::kFail, std::move(detail)};
 }
 
-std::string Days(std::chrono::system_clock::duration d) {
+std::string Days(std::chrono::seconds d) {
   const auto hours = std::chrono::duration_cast<std::chrono::hours>(d).count();
   if (hours >= 48) return std::to_string(hours / 24) + " days";
   const auto minutes = std::chrono::duration_cast<std::chrono::minutes>(d).count();
@@ -47,7 +48,7 @@ CheckResult CertificateCheck(const IdentityCertificate& c, SysTime now) {
     return Fail(kCertificate,
                 "not valid before " + FormatRfc3339(c.not_before) + "; check the local clock");
   }
-  const auto left = c.not_after - now;
+  const auto left = SecondsBetween(now, c.not_after);
   const std::string detail =
       "key " + c.key_label + ", valid until " + until + " (" + Days(left) + " left)";
   if (RenewalDue(c.not_before, c.not_after, now) || left < kCertificateWarnBefore) {

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "agent/cp_transport.h"
+#include "base/time.h"
 #include "hsm/csr.h"
 #include "hsm/key_pair.h"
 
@@ -29,9 +30,9 @@ std::string_view RenewalPointName(RenewalPoint point) noexcept {
 }
 
 bool RenewalDue(SysTime not_before, SysTime not_after, SysTime now) {
-  const auto lifetime = not_after - not_before;
-  if (lifetime <= SysTime::duration::zero()) return true;
-  return (not_after - now) * 3 < lifetime;
+  const auto lifetime = SecondsBetween(not_before, not_after);
+  if (lifetime <= std::chrono::seconds::zero()) return true;
+  return SecondsBetween(now, not_after) * 3 < lifetime;
 }
 
 bool CertificateRenewer::Due() const {

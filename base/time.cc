@@ -151,4 +151,19 @@ std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value, SysT
   return std::clamp(delta, std::chrono::seconds(0), cap);
 }
 
+std::chrono::seconds SecondsBetween(SysTime from, SysTime to) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  // Whole seconds and the rest of each point apart (duration_cast truncates, so neither part can
+  // overflow), then the exact difference truncated towards zero.
+  const auto whole_from = duration_cast<seconds>(from.time_since_epoch());
+  const auto whole_to = duration_cast<seconds>(to.time_since_epoch());
+  auto frac = (to.time_since_epoch() - whole_to) - (from.time_since_epoch() - whole_from);
+  seconds whole = whole_to - whole_from + duration_cast<seconds>(frac);
+  frac -= duration_cast<seconds>(frac);  // now within (-1 s, 1 s)
+  if (whole > seconds::zero() && frac < frac.zero()) whole -= seconds(1);
+  if (whole < seconds::zero() && frac > frac.zero()) whole += seconds(1);
+  return whole;
+}
+
 }  // namespace cakewalk

@@ -24,4 +24,10 @@ std::string FormatHttpDate(SysTime t);
 std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value, SysTime now,
                                                     std::chrono::seconds cap);
 
+// `to - from` in whole seconds (towards zero), for any two SysTimes. Subtracting the time points
+// directly overflows when they lie far apart: a certificate's notAfter of 9999 or notBefore before
+// 1678 is clamped to SysTime::max()/min(), and those differ from now by more than int64
+// nanoseconds hold.
+std::chrono::seconds SecondsBetween(SysTime from, SysTime to);
+
 }  // namespace cakewalk

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/time.h"
 #include "systemd/bus_api.h"
 #include "systemd/sd_handles.h"
 
@@ -253,8 +254,9 @@ std::string FormatStatus(const StatusSnapshot& s, SysTime now) {
   line("Jobs running", std::to_string(s.jobs_running));
   line("Results pending", std::to_string(s.results_pending));
   if (s.certificate_expires_at) {
-    const auto hours =
-        std::chrono::duration_cast<std::chrono::hours>(*s.certificate_expires_at - now).count();
+    const auto hours = std::chrono::duration_cast<std::chrono::hours>(
+                           SecondsBetween(now, *s.certificate_expires_at))
+                           .count();
     std::string left = " (EXPIRED)";
     if (hours >= 48) {
       left = " (in " + std::to_string(hours / 24) + " days)";

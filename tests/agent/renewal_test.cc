@@ -25,6 +25,10 @@ TEST(RenewalDueTest, LessThanAThirdOfTheLifetimeLeft) {
   EXPECT_TRUE(RenewalDue(start, end, end));
   EXPECT_TRUE(RenewalDue(start, end, end + 1h));
   EXPECT_TRUE(RenewalDue(end, start, start)) << "a certificate without lifetime is always due";
+  // A certificate valid from before 1678 until 9999 (both clamped by hsm/x509.cc): its lifetime
+  // overflowed nanoseconds, came out negative and made it always due.
+  EXPECT_FALSE(RenewalDue(SysTime::min(), SysTime::max(), start));
+  EXPECT_TRUE(RenewalDue(SysTime::min(), start + 1h, start));
 }
 
 class RenewalTest : public IdentityTest {

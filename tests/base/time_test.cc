@@ -51,5 +51,25 @@ TEST(TimeTest, YearsOutsideSysTimeAreRefused) {
   EXPECT_TRUE(ParseRfc3339("1970-01-01T00:00:00Z").ok());
 }
 
+// X.509 allows notAfter 9999-12-31 (RFC 5280's "no well-defined expiration") and dates before 1678;
+// hsm/x509.cc clamps them to SysTime::max()/min(), whose distance does not fit in nanoseconds.
+TEST(TimeTest, SecondsBetweenAnyTwoTimes) {
+  const SysTime now(std::chrono::seconds(1796405348));
+  EXPECT_EQ(SecondsBetween(now, now + std::chrono::minutes(2)), std::chrono::seconds(120));
+  EXPECT_EQ(SecondsBetween(now + std::chrono::minutes(2), now), std::chrono::seconds(-120));
+  EXPECT_EQ(SecondsBetween(now, now + std::chrono::milliseconds(1999)), std::chrono::seconds(1));
+  EXPECT_EQ(SecondsBetween(now + std::chrono::milliseconds(1999), now), std::chrono::seconds(-1));
+  const SysTime late = now + std::chrono::milliseconds(700);  // truncated towards zero, not floored
+  EXPECT_EQ(SecondsBetween(late, now + std::chrono::seconds(3)), std::chrono::seconds(2));
+  EXPECT_EQ(SecondsBetween(now + std::chrono::seconds(3), late), std::chrono::seconds(-2));
+  EXPECT_EQ(SecondsBetween(late, now + std::chrono::milliseconds(900)), std::chrono::seconds(0));
+  const SysTime before_1970 = SysTime(std::chrono::seconds(-5)) + std::chrono::milliseconds(300);
+  EXPECT_EQ(SecondsBetween(before_1970, SysTime(std::chrono::seconds(2))), std::chrono::seconds(6));
+  const auto span = SecondsBetween(SysTime::min(), SysTime::max());
+  EXPECT_GT(span, std::chrono::hours(24 * 365 * 584));
+  EXPECT_EQ(SecondsBetween(SysTime::max(), SysTime::min()), -span);
+  EXPECT_GT(SecondsBetween(now, SysTime::max()), std::chrono::hours(24 * 365 * 235));
+}
+
 }  // namespace
 }  // namespace cakewalk

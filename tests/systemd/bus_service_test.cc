@@ -763,6 +763,10 @@ TEST(FormatStatusTest, PrintsOneLinePerFact) {
   const SysTime expiry = *s.certificate_expires_at;
   EXPECT_THAT(sd::FormatStatus(s, expiry - std::chrono::hours(23)), HasSubstr("(in 23 hours)\n"));
   EXPECT_THAT(sd::FormatStatus(s, expiry + std::chrono::seconds(1)), HasSubstr("(EXPIRED)\n"));
+  s.certificate_expires_at = SysTime::max();  // notAfter 9999, clamped
+  EXPECT_THAT(sd::FormatStatus(s, now), HasSubstr("2262-04-11T23:47:16Z (in 85928 days)"));
+  s.certificate_expires_at = SysTime::min();  // before 1678, clamped
+  EXPECT_THAT(sd::FormatStatus(s, now), HasSubstr("(EXPIRED)\n"));
   s.certificate_expires_at.reset();
   EXPECT_THAT(sd::FormatStatus(s, now),
               HasSubstr("Certificate expires: unknown (not enrolled?)\n"));
