@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ostream>
 #include <set>
+#include <string_view>
 
 #include "agent/checks.h"
 #include "agent/commands.h"
@@ -21,6 +22,9 @@ struct Needed {
   std::string why;
   std::string how;  // the command that stores it
 };
+
+// The name jira/health.cc gives a connection's secrets check, after "CONNECTION".
+constexpr std::string_view kSecretsInToken = ": secrets in the token";
 
 // The secrets a connection's configuration needs, with the command that stores each.
 std::vector<Needed> NeededSecrets(const ConnectionConfig& c) {
@@ -136,7 +140,17 @@ Status CommandDoctor(const Config& config, CliIo io) {
   }
   const auto cp = ControlPlaneChecks(config, token.ok() ? token->get() : nullptr);
   checks.insert(checks.end(), cp.begin(), cp.end());
-  const auto jira = JiraConnectionChecks(config, token.ok() ? token->get() : nullptr);
+  auto jira = JiraConnectionChecks(config, token.ok() ? token->get() : nullptr);
+  // A missing secret is already a failed "secret CONNECTION/NAME" line above, with the command
+  // that stores it; the connection's own "secrets in the token" check would count it twice.
+  std::erase_if(jira, [&](const CheckResult& j) {
+    if (j.outcome != CheckResult::kFail || !j.name.ends_with(kSecretsInToken)) return false;
+    const std::string prefix =
+        "secret " + j.name.substr(0, j.name.size() - kSecretsInToken.size()) + "/";
+    return std::any_of(checks.begin(), checks.end(), [&](const CheckResult& c) {
+      return c.outcome == CheckResult::kFail && c.name.starts_with(prefix);
+    });
+  });
   checks.insert(checks.end(), jira.begin(), jira.end());
 
   int failed = 0;

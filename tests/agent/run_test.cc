@@ -20,6 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class RunTest : public ::testing::Test {
  protected:
@@ -442,7 +443,10 @@ TEST_F(RunTest, DoctorChecksEachJiraConnection) {
   EXPECT_EQ(missing.exit_code, 1) << missing.out << missing.err;
   EXPECT_THAT(missing.out, HasSubstr("[ok  ] jira-prod: reachable"));
   EXPECT_THAT(missing.out, HasSubstr("[ok  ] jira-prod: TLS"));
-  EXPECT_THAT(missing.out, HasSubstr("[FAIL] jira-prod: secrets in the token"));
+  // Reported once, where the token's secrets are listed, with the command that stores it.
+  EXPECT_THAT(missing.out, HasSubstr("[FAIL] secret jira-prod/password: missing"));
+  EXPECT_THAT(missing.out, Not(HasSubstr("jira-prod: secrets in the token")));
+  EXPECT_THAT(missing.err, HasSubstr("1 check(s) failed"));
 
   ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
   ProgramResult good = doctor();
