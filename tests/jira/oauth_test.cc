@@ -1,7 +1,8 @@
 // OAuth 2.0 for Access Sync against the fake's token endpoints (Cloud 3LO with the gateway, and
 // the Data Center provider): the authorization code flow with PKCE and state, refresh-token
 // rotation sealed in SoftHSM before use, and crashes between the token endpoint's answer and the
-// Put — in-process through the seam, and for real in a child process killed at that point.
+// Put, in process through the seam (tests/rotation/oauth_crash_test.cc kills a real process at
+// every step of the refresh).
 #include <gtest/gtest.h>
 
 #include "base/encoding.h"
@@ -11,10 +12,6 @@
 #include "jira/pagination.h"
 #include "tests/fakes/jira/oauth_provider.h"
 #include "tests/jira/jira_env.h"
-
-#ifndef CAKEWALK_OAUTH_CRASH_HELPER
-#error "CAKEWALK_OAUTH_CRASH_HELPER must name the helper program"
-#endif
 
 namespace cakewalk::testing {
 namespace {
@@ -264,25 +261,6 @@ TEST_F(OAuthTest, ReusingARotatedTokenAfterTheLeewaySaysAuthorizeAgain) {
   ASSERT_FALSE(me.ok());
   EXPECT_EQ(me.status().reason(), "auth_failed");
   EXPECT_NE(me.status().message().find("oauth authorize"), std::string::npos);
-}
-
-TEST_F(OAuthTest, ChildKilledBetweenAnswerAndSealThenTheIntegrationStillWorks) {
-  StartCloud();
-  auto conn = Authorize(kCloudAdmin);
-  const std::uint32_t before = RefreshVersion();
-  ProgramResult child = RunProgram(
-      {CAKEWALK_OAUTH_CRASH_HELPER, softhsm_->token().uri, softhsm_->token().pin_file.string(),
-       base_url_, ca_file_.string(), kClientId, kRedirect, (dir_ / "child-state").string()});
-  EXPECT_EQ(child.exit_code, -1) << "the helper was to die by SIGKILL: " << child.err;
-  // The token endpoint did answer the child (the rotation happened server-side)...
-  std::size_t refreshes = 0;
-  for (const auto& a : jira_->LoginAttempts(kClientId)) refreshes += a.outcome == "ok" ? 1u : 0u;
-  EXPECT_EQ(refreshes, 2u);  // the code exchange and the child's refresh
-  // ...but the child died before sealing the new token: the old one is still current.
-  EXPECT_EQ(RefreshVersion(), before);
-  auto me = SyncMyself(*conn);
-  ASSERT_TRUE(me.ok()) << me.status().ToString();
-  EXPECT_EQ(RefreshVersion(), before + 1);
 }
 
 TEST_F(OAuthTest, TheGrantMustCoverTheConfiguredSite) {
