@@ -2,11 +2,15 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+#include <optional>
 #include <ostream>
 #include <utility>
 
 #include "agent/control_plane.h"
 #include "agent/cp_transport.h"
+#include "agent/journal.h"
+#include "agent/rotation.h"
 #include "agent/version.h"
 #include "hsm/csr.h"
 #include "hsm/key_pair.h"
@@ -138,6 +142,27 @@ Result<SecretBytes> ReadEnrollmentToken(const std::string& token_file, int stdin
   return token;
 }
 
+namespace {
+
+// A running agent holds the journal's lock and works with the identity that --force replaces (its
+// key would be destroyed under it): refused. Otherwise the lock, taken for the caller to hold.
+Result<std::optional<FileLock>> RefuseWhileRunning(const Config& config,
+                                                   const EnrollOptions& options) {
+  if (!options.force || !std::filesystem::is_directory(config.state_dir)) {
+    return std::optional<FileLock>();
+  }
+  const std::filesystem::path lock_path = config.state_dir / JobJournal::kLockFileName;
+  CW_ASSIGN_OR_RETURN(std::optional<FileLock> lock, FileLock::TryAcquire(lock_path));
+  if (!lock) {
+    return FailedPrecondition("the agent is running (it holds " + lock_path.string() +
+                              ") and uses the identity that --force would replace; stop it first "
+                              "(systemctl stop cakewalk-agent), enroll, then start it again");
+  }
+  return lock;
+}
+
+}  // namespace
+
 Status RunEnroll(const Config& config, const EnrollOptions& options, std::ostream& out,
                  LogSink& log) {
   // Refuse early, before anything is read or opened (Enroll checks again).
@@ -149,6 +174,8 @@ Status RunEnroll(const Config& config, const EnrollOptions& options, std::ostrea
   } else if (existing->has_value() && !options.force) {
     return AlreadyEnrolled(**existing);
   }
+  // Held until the enrollment is done, so that the agent cannot start meanwhile either.
+  CW_ASSIGN_OR_RETURN(std::optional<FileLock> agent_lock, RefuseWhileRunning(config, options));
   CW_ASSIGN_OR_RETURN(SecretBytes enrollment_token, ReadEnrollmentToken(options.token_file));
   CW_ASSIGN_OR_RETURN(std::unique_ptr<TokenContext> token, TokenContext::Open(config, log));
   auto outcome = Enroll(config, *token, enrollment_token, options, out, log);

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/journal.h"
+#include "agent/rotation.h"
 #include "agent/version.h"
 #include "tests/agent/identity_fixture.h"
 #include "tests/support/canary.h"
@@ -316,6 +318,32 @@ TEST_F(EnrollTest, EnrollingTwiceWithoutForceIsRefusedAndChangesNothing) {
   Status s = RunEnroll(config_, options, out_, log_);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.message(), HasSubstr("already enrolled"));
+  EXPECT_EQ(FileText(IdentityFile(config_.state_dir)), before);
+}
+
+// A running agent holds the journal's lock; --force would destroy the key it uses.
+TEST_F(EnrollTest, ForceIsRefusedWhileTheAgentRuns) {
+  auto first = EnrollNow();
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  const std::string before = FileText(IdentityFile(config_.state_dir));
+  CloseToken();
+  EnrollOptions options;
+  options.force = true;
+  options.token_file = (dir_ / "no-such-file").string();
+  {
+    auto agent = FileLock::TryAcquire(config_.state_dir / JobJournal::kLockFileName);
+    ASSERT_TRUE(agent.ok() && agent->has_value());
+    Status s = RunEnroll(config_, options, out_, log_);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+    EXPECT_THAT(s.message(), HasSubstr("the agent is running"));
+    EXPECT_THAT(s.message(), HasSubstr("systemctl stop cakewalk-agent"));
+    EXPECT_EQ(FileText(IdentityFile(config_.state_dir)), before);
+  }
+  // Stopped: the same command goes on (and here fails on the missing token file, not the lock).
+  Status s = RunEnroll(config_, options, out_, log_);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.message(), HasSubstr("cannot read the enrollment token"));
   EXPECT_EQ(FileText(IdentityFile(config_.state_dir)), before);
 }
 
