@@ -44,9 +44,9 @@ Result<CertificateRenewer::Outcome> CertificateRenewer::MaybeRenew(bool requeste
   std::lock_guard lock(mu_);
   const IdentityRecord record = identity_.record();
   if (record.previous) {
-    CW_RETURN_IF_ERROR(ConfirmSwitch());
-    // The server's request (if any) was most likely answered by the switch just confirmed.
-    return Outcome::kConfirmed;
+    // The server's request (if any) was most likely answered by the switch just confirmed, or is
+    // answered by the next renewal after a fallback.
+    return ConfirmSwitch();
   }
   if (record.pending) CW_RETURN_IF_ERROR(DropPending());
   if (!requested_by_server && !Due()) return Outcome::kNothingToDo;
@@ -70,12 +70,16 @@ Status CertificateRenewer::DropPending() {
   return identity_.Commit(std::move(next));
 }
 
-Status CertificateRenewer::ConfirmSwitch() {
+Result<CertificateRenewer::Outcome> CertificateRenewer::ConfirmSwitch() {
   const IdentityRecord record = identity_.record();
-  if (!record.previous) return Status::Ok();
+  if (!record.previous) return Outcome::kConfirmed;
   const std::string old_label = record.previous->key_label;
   CW_ASSIGN_OR_RETURN(std::shared_ptr<ControlPlaneClient> client, clients_());
   auto keys = client->SigningKeys();
+  if (!keys.ok() && keys.status().reason() == cp_reason::kIdentityRejected) {
+    CW_RETURN_IF_ERROR(FallBack(keys.status()));
+    return Outcome::kFellBack;
+  }
   if (!keys.ok()) {
     return keys.status().WithContext("the renewed certificate (key " + record.current.key_label +
                                      ") has not made a successful call yet, so the old key " +
@@ -94,7 +98,37 @@ Status CertificateRenewer::ConfirmSwitch() {
   identity_.log().Log(Severity::kNotice, event::kCertificate,
                       "the renewed certificate works; destroyed the old identity key " + old_label,
                       {{"KEY_LABEL", old_label}});
-  return Status::Ok();
+  return Outcome::kConfirmed;
+}
+
+Status CertificateRenewer::FallBack(const Status& refused) {
+  const IdentityRecord record = identity_.record();
+  const IdentityCertificate& old = *record.previous;
+  const std::string new_label = record.current.key_label;
+  const std::string context = "the control plane refused the renewed certificate (key " +
+                              new_label + "): " + refused.message();
+  const SysTime now = identity_.clock().Now();
+  if (now < old.not_before || now >= old.not_after) {
+    return refused.WithContext(context + "; the old certificate (key " + old.key_label +
+                               ") is no longer valid, so there is nothing to go back to");
+  }
+  auto found = hsm::KeyPair::Find(identity_.token(), old.key_label);
+  if (!found.ok()) {
+    return found.status().WithContext(context + "; cannot go back to the old key " + old.key_label);
+  }
+  // Back to the old identity, the refused key recorded as an unfinished one (so a crash from here
+  // on still ends with it removed), then removed.
+  IdentityRecord next = record;
+  next.current = old;
+  next.previous.reset();
+  next.pending = PendingKey{new_label, now};
+  CW_RETURN_IF_ERROR(
+      identity_.Commit(std::move(next), std::shared_ptr<hsm::TokenKey>(std::move(found).value())));
+  identity_.log().Log(Severity::kWarning, event::kCertificate,
+                      context + "; back to key " + old.key_label + " (valid until " +
+                          FormatRfc3339(old.not_after) + "); the renewal starts again when due",
+                      {{"KEY_LABEL", old.key_label}});
+  return DropPending();
 }
 
 Result<CertificateRenewer::Outcome> CertificateRenewer::Renew() {
@@ -168,8 +202,11 @@ Result<CertificateRenewer::Outcome> CertificateRenewer::Renew() {
                           FormatRfc3339(not_after),
                       {{"KEY_LABEL", label}, {"NOT_AFTER", FormatRfc3339(not_after)}});
 
-  if (Status s = ConfirmSwitch(); !s.ok()) {
-    identity_.log().Log(Severity::kWarning, event::kCertificate, s.message());
+  auto confirmed = ConfirmSwitch();
+  if (!confirmed.ok()) {
+    identity_.log().Log(Severity::kWarning, event::kCertificate, confirmed.status().message());
+  } else if (*confirmed == Outcome::kFellBack) {
+    return Outcome::kFellBack;
   }
   return Outcome::kRenewed;
 }

@@ -25,7 +25,10 @@
 //
 // A failure (not a crash) before kSwitched destroys k2 and drops N; k1 stays in use. A failed
 // confirmation call keeps P and its key; the next MaybeRenew tries the call again before
-// anything else, and no new renewal starts while P exists.
+// anything else, and no new renewal starts while P exists. If the control plane refuses the new
+// identity itself (401/403) while k1's certificate is still valid, the agent falls back:
+//   {C=k2, P=k1} -- write: C=k1, N=k2, P dropped (switch back) -- destroy k2 -- N dropped
+// and the next renewal starts again when due.
 //
 // A crash between any two steps, followed by a restart (Identity::Open, mode kRecover):
 //   {C=k1, N=k2}, k2 absent or present  -> k2 destroyed if present, N dropped: steady {C=k1}
@@ -72,6 +75,8 @@ class CertificateRenewer {
     kNothingToDo,  // not due, nothing pending
     kRenewed,      // a new certificate and key are in use (confirmed, unless the call failed)
     kConfirmed,    // an earlier switch was confirmed; the old key is gone
+    kFellBack,     // the control plane refused the new certificate (401/403 with it): the old
+                   // one, still valid, is in use again and the new key is gone
   };
 
   // `identity` (and its token) must outlive the renewer. Events go to identity.log().
@@ -90,7 +95,9 @@ class CertificateRenewer {
   void SetStepHook(std::function<void(RenewalPoint)> hook) { hook_ = std::move(hook); }
 
  private:
-  Status ConfirmSwitch();
+  // kConfirmed, or kFellBack when the call with the new identity was refused as an identity.
+  Result<Outcome> ConfirmSwitch();
+  Status FallBack(const Status& refused);
   Result<Outcome> Renew();
   Status DropPending();
   void Step(RenewalPoint p) {

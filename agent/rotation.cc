@@ -744,6 +744,11 @@ Result<RotationOutcome> SecretRotator::RotatePassword(const std::string& connect
 
 Result<std::uint32_t> RotateCertificate(CertificateRenewer& renewer, const Identity& identity) {
   CW_ASSIGN_OR_RETURN(CertificateRenewer::Outcome first, renewer.MaybeRenew(true));
+  if (first == CertificateRenewer::Outcome::kFellBack) {
+    return FailedPrecondition(
+        "the control plane refused the renewed certificate; the agent is back on key " +
+        identity.record().current.key_label + " (see the log)");
+  }
   if (first != CertificateRenewer::Outcome::kRenewed) {
     // An earlier switch was confirmed first (or nothing happened): now the renewal itself.
     CW_ASSIGN_OR_RETURN(CertificateRenewer::Outcome second, renewer.MaybeRenew(true));

@@ -226,6 +226,43 @@ TEST_F(RenewalTest, TheOldKeyStaysUntilTheNewOneHasWorked) {
   EXPECT_EQ(cp_->fake().Agent(agent_id_)->renewals, 1);
 }
 
+// The control plane refuses the new certificate as an identity (401 to the confirmation call):
+// the agent goes back to the old one, still valid, removes the refused key, and renews again later.
+TEST_F(RenewalTest, ARefusedNewCertificateFallsBackToTheOldOne) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  const std::string old_key = SpkiSha256Hex(*identity_->key());
+  cp_->fake().QueueFault(testing::ControlPlaneFault::Status(401), 1,
+                         testing::Endpoint::kSigningKeys);
+  auto outcome = renewer_->MaybeRenew(true);
+  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString();
+  EXPECT_EQ(*outcome, Outcome::kFellBack);
+  EXPECT_EQ(identity_->key()->label(), "cakewalk-tls-1");
+  EXPECT_TRUE(KeyExists("cakewalk-tls-1"));
+  EXPECT_FALSE(KeyExists("cakewalk-tls-2"));
+  IdentityRecord stored = Stored();
+  EXPECT_EQ(stored.current.key_label, "cakewalk-tls-1");
+  EXPECT_FALSE(stored.previous.has_value());
+  EXPECT_FALSE(stored.pending.has_value());
+  EXPECT_THAT(log_.Text(),
+              HasSubstr("the control plane refused the renewed certificate (key cakewalk-tls-2)"));
+  EXPECT_THAT(log_.Text(), HasSubstr("back to key cakewalk-tls-1"));
+
+  // The old identity is the one in use again.
+  auto client = link_->Client();
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const int before = SuccessfulCallsWith(old_key);
+  ASSERT_TRUE((*client)->SigningKeys().ok());
+  EXPECT_EQ(SuccessfulCallsWith(old_key), before + 1);
+
+  // The next renewal takes a new key number and completes.
+  outcome = renewer_->MaybeRenew(true);
+  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString();
+  EXPECT_EQ(*outcome, Outcome::kRenewed);
+  EXPECT_EQ(identity_->key()->label(), "cakewalk-tls-3");
+  EXPECT_FALSE(KeyExists("cakewalk-tls-1"));
+  EXPECT_FALSE(Stored().previous.has_value());
+}
+
 TEST_F(RenewalTest, AFailedRenewalRemovesTheNewKeyAndKeepsTheOldIdentity) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const std::string before = SpkiSha256Hex(*identity_->key());
