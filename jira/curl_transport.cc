@@ -14,6 +14,8 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -321,7 +323,56 @@ CURLcode SslCtxCallback(CURL*, void* ssl_ctx, void* userdata) noexcept {
 // kept-alive connections survive between transfers. The transfer is driven with curl_multi_poll for
 // exactly as long as libcurl's next timer (curl_easy_perform caps each wait at one second, which
 // woke an idle agent's long poll every second).
+// TLS sessions shared by the easy handles of one transport and one generation (libcurl keeps a
+// session cache per easy handle otherwise): a fresh connection from any pooled handle resumes the
+// session of an earlier one instead of a full handshake. Resumption skips no check: libcurl
+// only offers a session to the same host, port and TLS settings (CA file, pins, verification),
+// the pin and verify result are checked again on every connection (OpenSSL keeps the peer
+// certificate and its verify result in the session), and the SSL_CTX callback (client identity,
+// info callback) runs for every new connection. ResetConnections starts a new share, so
+// sessions do not outlive the connections dropped with them.
+class SessionShare {
+ public:
+  static std::shared_ptr<SessionShare> Create() {
+    auto share = std::shared_ptr<SessionShare>(new SessionShare());
+    share->share_ = curl_share_init();
+    if (share->share_ == nullptr) return nullptr;
+    CURLSH* sh = share->share_;
+    if (curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, &SessionShare::Lock) != CURLSHE_OK ||
+        curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, &SessionShare::Unlock) != CURLSHE_OK ||
+        curl_share_setopt(sh, CURLSHOPT_USERDATA, static_cast<void*>(share.get())) != CURLSHE_OK ||
+        curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+      return nullptr;
+    }
+    return share;
+  }
+  SessionShare(const SessionShare&) = delete;
+  SessionShare& operator=(const SessionShare&) = delete;
+  // Only after every easy handle that used it is gone (the handles hold a shared_ptr).
+  ~SessionShare() {
+    if (share_ != nullptr) curl_share_cleanup(share_);
+  }
+  CURLSH* get() const { return share_; }
+
+ private:
+  SessionShare() = default;
+  std::mutex& For(curl_lock_data data) {
+    const auto i = static_cast<std::size_t>(data);
+    return mu_[i < std::size(mu_) ? i : 0];
+  }
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* self) noexcept {
+    static_cast<SessionShare*>(self)->For(data).lock();
+  }
+  static void Unlock(CURL*, curl_lock_data data, void* self) noexcept {
+    static_cast<SessionShare*>(self)->For(data).unlock();
+  }
+
+  CURLSH* share_ = nullptr;
+  std::mutex mu_[CURL_LOCK_DATA_LAST];  // one per kind of shared data libcurl locks
+};
+
 struct Handle {
+  std::shared_ptr<SessionShare> sessions;  // destroyed after the easy handle (declared first)
   CURL* curl = nullptr;
   CURLM* multi = nullptr;
   std::uint64_t generation = 0;
@@ -407,6 +458,7 @@ class CurlTransportImpl final : public Transport {
       std::lock_guard lock(pool_mu_);
       ++generation_;
       doomed.swap(idle_);
+      sessions_.reset();  // the next new handle starts a new share
     }
     // Destroyed outside the lock: curl_easy_cleanup may send TLS close_notify.
   }
@@ -430,6 +482,7 @@ class CurlTransportImpl final : public Transport {
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Handle>> idle_;
   std::uint64_t generation_ = 0;
+  std::shared_ptr<SessionShare> sessions_;  // of the current generation
 
   mutable std::mutex skew_mu_;
   std::optional<std::chrono::seconds> last_skew_;
@@ -551,6 +604,14 @@ Result<std::unique_ptr<Handle>> CurlTransportImpl::NewHandle() {
   set("USERAGENT", CURLOPT_USERAGENT, options_.user_agent.c_str());
   set("MAXFILESIZE_LARGE", CURLOPT_MAXFILESIZE_LARGE,
       static_cast<curl_off_t>(options_.max_response_bytes));
+  {
+    std::lock_guard lock(pool_mu_);
+    if (sessions_ == nullptr) sessions_ = SessionShare::Create();
+    if (sessions_ == nullptr) return ResourceExhausted("curl_share_init failed");
+    h->sessions = sessions_;
+    h->generation = generation_;
+  }
+  set("SHARE", CURLOPT_SHARE, h->sessions->get());
   set("WRITEFUNCTION", CURLOPT_WRITEFUNCTION, WriteCallback);
   set("HEADERFUNCTION", CURLOPT_HEADERFUNCTION, HeaderCallback);
   // Proxy: always explicit, so libcurl never consults https_proxy/no_proxy itself (an empty
@@ -575,10 +636,6 @@ Result<std::unique_ptr<Handle>> CurlTransportImpl::NewHandle() {
   if (rc != CURLE_OK) {
     return Internal(std::string("libcurl rejected option CURLOPT_") + failed + ": " +
                     curl_easy_strerror(rc));
-  }
-  {
-    std::lock_guard lock(pool_mu_);
-    h->generation = generation_;
   }
   return h;
 }

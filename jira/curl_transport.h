@@ -7,9 +7,12 @@
 // reads proxy environment variables (the caller resolves proxy settings and passes them here).
 //
 // Connections: a pool of easy handles; each request borrows one handle (LIFO, so a sequential
-// caller keeps reusing the same kept-alive connection), each handle keeps its own connection and
-// TLS session cache. A handle whose transfer failed is destroyed, never returned to the pool.
-// ResetConnections() destroys every idle handle and makes borrowed ones be destroyed on return.
+// caller keeps reusing the same kept-alive connection), each handle keeps its own connections
+// (in a multi handle of its own, driven until libcurl's next timer: no periodic wake-ups during a
+// long poll). The handles share one TLS session cache, so a new connection (every write goes out
+// on one) resumes an earlier session; every connection is still verified and pinned. A handle
+// whose transfer failed is destroyed, never returned to the pool. ResetConnections() destroys
+// every idle handle, makes borrowed ones be destroyed on return and starts a new session cache.
 //
 // Secrets and the copies we cannot wipe (residuals):
 // - Authorization/Cookie header lines are built in secret memory and handed to libcurl as

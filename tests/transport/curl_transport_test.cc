@@ -657,6 +657,83 @@ TEST_P(MutualTlsTest, AFailingIdentityHookIsAClearError) {
   EXPECT_TRUE(server_->requests().empty());
 }
 
+// Counts, through an SSL_CTX hook, the new connections and the server Certificate messages the
+// client receives: one per full handshake, none when a session was resumed.
+struct HandshakeCounter {
+  std::atomic<int> connections{0};
+  std::atomic<int> server_certificates{0};
+};
+
+void CountServerCertificate(int write_p, int, int content_type, const void* buf, size_t len, SSL*,
+                            void* arg) {
+  if (write_p == 0 && content_type == SSL3_RT_HANDSHAKE && len > 0 &&
+      static_cast<const unsigned char*>(buf)[0] == SSL3_MT_CERTIFICATE) {
+    ++static_cast<HandshakeCounter*>(arg)->server_certificates;
+  }
+}
+
+http::ClientIdentityHook Counting(http::ClientIdentityHook inner, HandshakeCounter* counter) {
+  return [inner = std::move(inner), counter](SSL_CTX* ctx) {
+    ++counter->connections;
+    SSL_CTX_set_msg_callback(ctx, CountServerCertificate);
+    SSL_CTX_set_msg_callback_arg(ctx, counter);
+    return inner(ctx);
+  };
+}
+
+TEST_P(MutualTlsTest, FreshConnectionsOfAnyPooledHandleResumeTheTlsSession) {
+  StartServer(
+      [](const HttpRequest& r) {
+        HttpResponse resp = Text(200, "done");
+        if (r.path == "/slow") resp.fault = {Fault::kDelay, std::chrono::milliseconds(800)};
+        return resp;
+      },
+      Opts(ServerOptions::ClientCerts::kRequire));
+  HandshakeCounter counter;
+  auto opts = env_.TransportOpts();
+  opts.client_identity = Counting(SoftwareIdentity(env_.ClientIdentity("agt_test")), &counter);
+  auto t = MustCreate(std::move(opts));
+  auto fresh_write = [&](const std::string& path) {
+    Request write = Get(Url(path));
+    write.method = "POST";
+    write.body = "{}";
+    write.fresh_connection = true;
+    return write;
+  };
+  const Request write = fresh_write("/write");
+  ASSERT_TRUE(t->Send(write).ok());  // the first pooled handle: a full handshake
+  // While that handle is busy with a slow write, this thread's write takes a second handle, whose
+  // own session cache would be empty.
+  std::thread busy([&] {
+    auto r = t->Send(fresh_write("/slow"));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  });
+  for (int i = 0; i < 500 && server_->requests().size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto second = t->Send(write);
+  busy.join();
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(counter.connections.load(), 3);
+  EXPECT_EQ(counter.server_certificates.load(), 1) << "only the first connection is a full "
+                                                      "handshake, the others resume its session";
+  auto seen = server_->requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[1].path, "/slow");
+  for (const auto& r : seen) {
+    // The server still knows the client certificate of a resumed session.
+    EXPECT_EQ(r.client_cert_subject.value_or("<none>"), "CN=agt_test");
+    EXPECT_EQ(r.tls_version, ExpectedVersion());
+  }
+  EXPECT_EQ(server_->connections_accepted(), 3u);
+
+  // ResetConnections drops the sessions with the connections.
+  t->ResetConnections();
+  ASSERT_TRUE(t->Send(write).ok());
+  EXPECT_EQ(counter.connections.load(), 4);
+  EXPECT_EQ(counter.server_certificates.load(), 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(TlsVersions, MutualTlsTest,
                          ::testing::Values(ServerOptions::MaxTls::kTls13,
                                            ServerOptions::MaxTls::kTls12),
