@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "jira/sync_store.h"
 #include "tests/support/temp_dir.h"
@@ -95,6 +98,62 @@ TEST(SyncStoreTest, MembershipsOnceAndJoinedPerUser) {
   EXPECT_EQ((*batch)[2].groups, (std::vector<std::uint32_t>{7}));
   EXPECT_FALSE((*batch)[0].owns_token);
   EXPECT_TRUE((*batch)[2].owns_token);
+}
+
+// Writes are grouped into transactions of many pages: rows of every page, on either side of a
+// commit, are read back once, including users added after the index, and large gids and groups of
+// many members survive the join.
+TEST(SyncStoreTest, ManyPagesAcrossTransactionsAllReadBackOnce) {
+  TempDir dir;
+  auto store = SyncStore::Create(dir / "scratch");
+  ASSERT_TRUE(store.ok());
+  SyncStore& s = **store;
+  constexpr int kPages = 300;  // several transactions' worth
+  std::int64_t users = 0, members = 0;
+  for (int p = 0; p < kPages; ++p) {
+    // Each page repeats the previous page's last user: a duplicate across pages (and commits).
+    std::vector<UserRow> rows;
+    for (int i = std::max(0, p * 10 - 1); i < p * 10 + 10; ++i)
+      rows.push_back(Row("u" + std::to_string(i)));
+    auto added = s.AddUsers(rows);
+    ASSERT_TRUE(added.ok()) << added.status().ToString();
+    users += *added;
+    // Group 4000000000 + p % 3 gets every user of the page, twice over pages p and p + 3.
+    std::vector<std::string> ids;
+    for (int i = p * 10; i < p * 10 + 10; ++i) ids.push_back("u" + std::to_string(i));
+    auto m = s.AddMembers(4'000'000'000u + static_cast<std::uint32_t>(p % 3), ids);
+    ASSERT_TRUE(m.ok());
+    members += *m;
+    ASSERT_TRUE(s.AddMembers(4'000'000'000u + static_cast<std::uint32_t>(p % 3), ids).ok());
+    ASSERT_TRUE(s.AddMembers(1, {"u0"}).ok());
+  }
+  EXPECT_EQ(users, kPages * 10);
+  EXPECT_EQ(members, kPages * 10);
+  ASSERT_TRUE(s.AddTokenOwners({"u5"}).ok());
+  ASSERT_TRUE(s.IndexMembers().ok());
+  ASSERT_EQ(*s.AddUsers({Row("late"), Row("u1")}), 1);
+  EXPECT_EQ(*s.UserCount(), kPages * 10 + 1);
+  std::int64_t after = 0, seen = 0;
+  while (true) {
+    auto batch = s.UsersAfter(after, 250);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    if (batch->empty()) break;
+    for (const auto& u : *batch) {
+      after = u.seq;
+      if (u.row.id == "late") {
+        EXPECT_TRUE(u.groups.empty());
+      } else {
+        const int i = std::stoi(u.row.id.substr(1));
+        std::vector<std::uint32_t> want;
+        if (i == 0) want.push_back(1);
+        want.push_back(4'000'000'000u + static_cast<std::uint32_t>((i / 10) % 3));
+        EXPECT_EQ(u.groups, want) << u.row.id;
+      }
+      EXPECT_EQ(u.owns_token, u.row.id == "u5") << u.row.id;
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, kPages * 10 + 1);
 }
 
 TEST(SyncStoreTest, PrivateFileRemovedAfterwardsAndStaleOnesCleaned) {
