@@ -486,18 +486,24 @@ Status SyncRun::DiscoverDcGroups() {
     std::string parent;
   };
   std::deque<Pending> pending{{"", ""}};
-  std::set<std::string> asked;
-  std::map<std::string, std::int64_t> totals;  // folded query -> total
+  // Every query taken from `pending` (folded) -> the total Jira gave for it, or -1 when it was not
+  // sent. One hash map rather than a set and a map: at 10k groups it holds some 20k queries.
+  std::unordered_map<std::string, std::int64_t> asked;
+  const auto total_of = [&](const std::string& q) -> std::int64_t {
+    auto it = asked.find(q);
+    return it == asked.end() ? 0 : std::max<std::int64_t>(0, it->second);
+  };
   std::int64_t unresolved = 0;
-  const auto satisfied = [&](const std::string& q) { return KnownMatching(q) >= totals[q]; };
+  const auto satisfied = [&](const std::string& q) { return KnownMatching(q) >= total_of(q); };
   while (!pending.empty()) {
     if (pool_->stop_token().stop_requested()) return Stopped();
     Pending p = std::move(pending.front());
     pending.pop_front();
-    if (!asked.insert(p.query).second) continue;
+    auto [slot, fresh] = asked.try_emplace(p.query, -1);
+    if (!fresh) continue;
     if (!p.query.empty() && satisfied(p.parent)) continue;
     CW_ASSIGN_OR_RETURN(PickerAnswer answer, Picker(p.query, {}));
-    totals[p.query] = answer.total;
+    slot->second = answer.total;
     if (answer.shown >= answer.total || satisfied(p.query)) continue;
     if (answer.total <= kExcludePagingLimit) {
       // Page by exclusion while it finds new names.
@@ -542,8 +548,8 @@ Status SyncRun::DiscoverDcGroups() {
   }
   // Every query must be accounted for: what is still short was not found.
   std::int64_t missing = 0;
-  for (const auto& [q, total] : totals) {
-    if (q.empty()) missing = std::max<std::int64_t>(0, total - KnownMatching(q));
+  if (auto it = asked.find(""); it != asked.end() && it->second >= 0) {
+    missing = std::max<std::int64_t>(0, it->second - KnownMatching(""));
   }
   if (missing > 0 || unresolved > 0) {
     AddWarning("groups_incomplete",
@@ -1049,28 +1055,29 @@ Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
     verdict = ClassifyDataCenterUser(signals, options_.nhi_patterns);
   }
 
+  // Keys as StaticString: jsoncpp then keeps a pointer to the literal instead of a copy, which
+  // saves a dozen allocations (and frees) per record.
+  using K = Json::StaticString;
   Json::Value r(Json::objectValue);
-  r["kind"] = "user";
-  r["id"] = u.row.id;
-  r["username"] = TextOrNull(u.row.username);
-  r["email"] = TextOrNull(u.row.email);
-  r["display_name"] = u.row.display_name;
-  r["active"] = u.row.active;
-  r["human"] = verdict.human;
-  r["nhi_type"] = verdict.human ? Json::Value(Json::nullValue) : Json::Value(verdict.type);
-  if (!verdict.human) r["nhi_reason"] = verdict.reason;
-  Json::Value groups(Json::arrayValue);
-  for (auto& n : group_names) groups.append(std::move(n));
-  r["groups"] = std::move(groups);
-  Json::Value prods(Json::arrayValue);
+  r[K("kind")] = K("user");
+  r[K("id")] = u.row.id;
+  r[K("username")] = TextOrNull(u.row.username);
+  r[K("email")] = TextOrNull(u.row.email);
+  r[K("display_name")] = u.row.display_name;
+  r[K("active")] = u.row.active;
+  r[K("human")] = verdict.human;
+  r[K("nhi_type")] = verdict.human ? Json::Value(Json::nullValue) : Json::Value(verdict.type);
+  if (!verdict.human) r[K("nhi_reason")] = verdict.reason;
+  Json::Value& groups = r[K("groups")] = Json::Value(Json::arrayValue);
+  groups.resize(static_cast<Json::ArrayIndex>(group_names.size()));
+  for (Json::ArrayIndex i = 0; i < group_names.size(); ++i) groups[i] = std::move(group_names[i]);
+  Json::Value& prods = r[K("products")] = Json::Value(Json::arrayValue);
   for (auto& p : product_keys) prods.append(std::move(p));
-  r["products"] = std::move(prods);
-  Json::Value perms(Json::arrayValue);
-  if (admin || system_admin) perms.append("ADMINISTER");
-  if (system_admin) perms.append("SYSTEM_ADMIN");
-  r["permissions"] = std::move(perms);
-  r["level"] = std::string(AccessLevel(system_admin, admin, has_product));
-  r["last_login"] = TextOrNull(u.row.last_login);
+  Json::Value& perms = r[K("permissions")] = Json::Value(Json::arrayValue);
+  if (admin || system_admin) perms.append(K("ADMINISTER"));
+  if (system_admin) perms.append(K("SYSTEM_ADMIN"));
+  r[K("level")] = K(AccessLevel(system_admin, admin, has_product).data());
+  r[K("last_login")] = TextOrNull(u.row.last_login);
   return r;
 }
 
