@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <utility>
 
 #include "base/json.h"
@@ -53,15 +54,29 @@ Status SqlError(sqlite3* db, std::string_view what) {
                   (db != nullptr ? sqlite3_errmsg(db) : "no database"));
 }
 
-// One prepared statement; finalised on destruction.
+// One prepared statement. A statement from the connection's cache (`in_use` set) is reset and its
+// bindings cleared on destruction, so that it holds no read snapshot and no bound values, and
+// goes back to the cache; any other is finalised.
 class Stmt {
  public:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  Stmt(Stmt&& o) noexcept : db_(o.db_), stmt_(std::exchange(o.stmt_, nullptr)) {}
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, bool* in_use = nullptr)
+      : db_(db), stmt_(stmt), in_use_(in_use) {}
+  Stmt(Stmt&& o) noexcept
+      : db_(o.db_),
+        stmt_(std::exchange(o.stmt_, nullptr)),
+        in_use_(std::exchange(o.in_use_, nullptr)),
+        rc_(o.rc_) {}
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
   ~Stmt() {
-    if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+    if (stmt_ == nullptr) return;
+    if (in_use_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+      *in_use_ = false;
+    } else {
+      sqlite3_finalize(stmt_);
+    }
   }
 
   Stmt& Bind(int i, std::string_view text) {
@@ -109,6 +124,7 @@ class Stmt {
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_;
+  bool* in_use_;
   int rc_ = SQLITE_OK;
 };
 
@@ -272,7 +288,16 @@ Result<JobResult> DecodeStoredResult(std::string_view text, std::string lease_id
 
 struct JobJournal::Db {
   sqlite3* db = nullptr;
+  // Prepared statements by SQL text, parsed once per connection (the journal's statements are a
+  // fixed set; parsing them was a good part of the journal's CPU per job).
+  struct Cached {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
+  std::map<std::string, Cached, std::less<>> cache;
+
   ~Db() {
+    for (auto& [sql, cached] : cache) sqlite3_finalize(cached.stmt);
     if (db != nullptr) sqlite3_close_v2(db);
   }
 
@@ -286,22 +311,59 @@ struct JobJournal::Db {
     return Status::Ok();
   }
 
-  Result<Stmt> Prepare(const char* sql) {
+  // The cached statement for `sql`; a statement of its own when that one is still in use (the
+  // same SQL stepped inside a loop over its own rows).
+  Result<Stmt> Prepare(std::string_view sql) {
+    auto it = cache.find(sql);
+    if (it != cache.end() && !it->second.in_use) {
+      it->second.in_use = true;
+      return Stmt(db, it->second.stmt, &it->second.in_use);
+    }
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                           it == cache.end() ? SQLITE_PREPARE_PERSISTENT : 0u, &stmt,
+                           nullptr) != SQLITE_OK) {
+      if (stmt != nullptr) sqlite3_finalize(stmt);
       return SqlError(db, "prepare");
     }
-    return Stmt(db, stmt);
+    if (it != cache.end()) return Stmt(db, stmt);
+    Cached& cached = cache.emplace(std::string(sql), Cached{stmt, true}).first->second;
+    return Stmt(db, stmt, &cached.in_use);
   }
 
-  // Runs `body` in one IMMEDIATE transaction; rolls back when it fails.
+  // Runs `body` in one IMMEDIATE transaction, durable when COMMIT returns (synchronous=FULL);
+  // rolls back when it fails.
   Status Transaction(const std::function<Status()>& body) {
+    if (relaxed) {  // a relaxed transaction could not restore FULL: do it before anything durable
+      CW_RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL"));
+      relaxed = false;
+    }
+    return RunTransaction(body);
+  }
+
+  // The same for what only settles a result the control plane already has (acknowledged, dropped,
+  // set aside, an attempt counted): committed without waiting for the disk (synchronous=NORMAL
+  // for this one commit). A power cut may lose it; the result is then sent again, which the
+  // control plane answers as before (a result is idempotent: the same one gets 200 again; 409
+  // and 400/422 again). It is durable with the next full commit (the WAL is written in order),
+  // and it never comes back out of order: the WAL is replayed up to the last complete commit.
+  Status RelaxedTransaction(const std::function<Status()>& body) {
+    CW_RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
+    relaxed = true;
+    Status s = RunTransaction(body);
+    Status back = Exec("PRAGMA synchronous = FULL");
+    if (back.ok()) relaxed = false;
+    return s.ok() ? back : s;
+  }
+
+  Status RunTransaction(const std::function<Status()>& body) {
     CW_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status s = body();
     if (s.ok()) s = Exec("COMMIT");
     if (!s.ok()) Exec("ROLLBACK").IgnoreError();
     return s;
   }
+  bool relaxed = false;  // synchronous is NORMAL (set back to FULL after a relaxed transaction)
 
   Status History(std::int64_t at, std::string_view job_id, std::string_view lease_id,
                  std::string_view state, std::string_view detail) {
@@ -456,7 +518,7 @@ Result<std::string> JobJournal::Pragma(std::string_view name) {
   }
   std::lock_guard lock(mu_);
   const std::string sql = "PRAGMA " + std::string(name);
-  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql.c_str()));
+  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql));
   CW_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return Internal("PRAGMA " + std::string(name) + " returned nothing");
   return st.Text(0);
@@ -733,7 +795,7 @@ Status JobJournal::MarkAcknowledged(std::int64_t seq) {
   std::lock_guard lock(mu_);
   Db& d = *db_;
   const std::int64_t now = ToMs(clock_.Now());
-  return d.Transaction([&]() -> Status {
+  return d.RelaxedTransaction([&]() -> Status {
     CW_ASSIGN_OR_RETURN(std::string job_id, d.OutboxJob(seq));
     if (job_id.empty()) return NotFound("no journal outbox entry " + std::to_string(seq));
     CW_RETURN_IF_ERROR(d.SetOutbox(seq, OutboxState::kAcknowledged, "", now));
@@ -750,7 +812,7 @@ Status JobJournal::MarkDropped(std::int64_t seq, std::string_view why) {
   std::lock_guard lock(mu_);
   Db& d = *db_;
   const std::int64_t now = ToMs(clock_.Now());
-  return d.Transaction([&]() -> Status {
+  return d.RelaxedTransaction([&]() -> Status {
     CW_ASSIGN_OR_RETURN(std::string job_id, d.OutboxJob(seq));
     if (job_id.empty()) return NotFound("no journal outbox entry " + std::to_string(seq));
     CW_RETURN_IF_ERROR(d.SetOutbox(seq, OutboxState::kDropped, why, now));
@@ -768,7 +830,7 @@ Status JobJournal::MarkSetAside(std::int64_t seq, std::string_view why) {
   std::lock_guard lock(mu_);
   Db& d = *db_;
   const std::int64_t now = ToMs(clock_.Now());
-  return d.Transaction([&]() -> Status {
+  return d.RelaxedTransaction([&]() -> Status {
     CW_ASSIGN_OR_RETURN(std::string job_id, d.OutboxJob(seq));
     if (job_id.empty()) return NotFound("no journal outbox entry " + std::to_string(seq));
     CW_RETURN_IF_ERROR(d.SetOutbox(seq, OutboxState::kSetAside, why, now));
@@ -778,9 +840,12 @@ Status JobJournal::MarkSetAside(std::int64_t seq, std::string_view why) {
 
 Status JobJournal::RecordAttempt(std::int64_t seq, std::string_view error) {
   std::lock_guard lock(mu_);
-  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare("UPDATE outbox SET attempts = attempts + 1,"
-                                            " last_error = ?2, updated_at = ?3 WHERE seq = ?1"));
-  return st.Bind(1, seq).Bind(2, Bounded(error)).Bind(3, ToMs(clock_.Now())).Run();
+  Db& d = *db_;
+  return d.RelaxedTransaction([&]() -> Status {
+    CW_ASSIGN_OR_RETURN(Stmt st, d.Prepare("UPDATE outbox SET attempts = attempts + 1,"
+                                           " last_error = ?2, updated_at = ?3 WHERE seq = ?1"));
+    return st.Bind(1, seq).Bind(2, Bounded(error)).Bind(3, ToMs(clock_.Now())).Run();
+  });
 }
 
 namespace {
@@ -814,7 +879,7 @@ Result<JournalEntry> ReadEntry(const Stmt& st) {
 Result<std::optional<JournalEntry>> JobJournal::Find(std::string_view job_id) {
   std::lock_guard lock(mu_);
   const std::string sql = std::string(kEntryColumns) + " WHERE job_id = ?1";
-  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql.c_str()));
+  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql));
   st.Bind(1, job_id);
   CW_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return std::optional<JournalEntry>();
@@ -825,7 +890,7 @@ Result<std::optional<JournalEntry>> JobJournal::Find(std::string_view job_id) {
 Result<std::vector<JournalEntry>> JobJournal::Entries() {
   std::lock_guard lock(mu_);
   const std::string sql = std::string(kEntryColumns) + " ORDER BY claimed_at, job_id";
-  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql.c_str()));
+  CW_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(sql));
   std::vector<JournalEntry> out;
   while (true) {
     CW_ASSIGN_OR_RETURN(bool row, st.Step());
