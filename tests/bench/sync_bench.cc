@@ -22,6 +22,7 @@
 // with the agent, so absolute times are pessimistic.
 #include <malloc.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -252,6 +253,7 @@ int ChildSync(const Args& a) {
     const struct mallinfo2 heap = ::mallinfo2();
     row.append(static_cast<Json::UInt64>(heap.uordblks + heap.hblkhd));  // in use
     row.append(static_cast<Json::UInt64>(heap.fordblks));                // free, kept
+    row.append(static_cast<Json::Int64>(sqlite3_memory_used()));         // the scratch store
     series.append(std::move(row));
   };
   auto report = jira::RunAccessSync(*connection, Json::Value(Json::objectValue), o, sink, {});
@@ -268,6 +270,7 @@ int ChildSync(const Args& a) {
   out["requests"] = static_cast<Json::Int64>(report->gate.requests);
   out["peak_in_flight"] = report->gate.peak_in_flight;
   out["vmhwm_kib"] = static_cast<Json::Int64>(ProcStatusKb(0, "VmHWM"));
+  out["sqlite_peak_bytes"] = static_cast<Json::Int64>(sqlite3_memory_highwater(0));
   out["cpu_s"] = CpuSeconds();
   std::cout << WriteJson(out) << std::endl;
   return 0;
@@ -550,11 +553,12 @@ void Engine(const Args& a, const std::string& self) {
       1000.0 * static_cast<double>(sync["records"].asInt64()) / static_cast<double>(best_sync);
   std::printf(
       "engine sync:   %7lld ms, %lld records (%lld users), %lld requests, %.0f records/s, "
-      "peak RSS %.1f MB (child process)\n",
+      "peak RSS %.1f MB (child process; SQLite's own allocations peaked at %.1f MB)\n",
       static_cast<long long>(best_sync), static_cast<long long>(sync["records"].asInt64()),
       static_cast<long long>(sync["users"].asInt64()),
       static_cast<long long>(sync["requests"].asInt64()), records_per_s,
-      Mb(sync["vmhwm_kib"].asInt64()));
+      Mb(sync["vmhwm_kib"].asInt64()),
+      static_cast<double>(sync["sqlite_peak_bytes"].asInt64()) / 1e6);
   std::printf(
       "floor (fetch): %7lld ms, the same %lld requests, same gate and cap, parse only, "
       "peak RSS %.1f MB\n",
@@ -611,7 +615,7 @@ void Engine(const Args& a, const std::string& self) {
   if (auto path = bench::SeriesPath("sync-engine-progress.dat")) {
     std::ofstream out(*path);
     out << "# seconds records users_seen requests gate_slots rss_MB phase heap_in_use_MB "
-           "heap_free_MB records_per_s_over_the_last_second (engine, "
+           "heap_free_MB records_per_s_over_the_last_second sqlite_MB (engine, "
         << size << " users)\n";
     const Json::Value& rows = sync["series"];
     Json::ArrayIndex back = 0;
@@ -625,7 +629,8 @@ void Engine(const Args& a, const std::string& self) {
           << row[2].asInt64() << ' ' << row[3].asInt64() << ' ' << row[4].asInt() << ' '
           << Mb(row[5].asInt64()) << ' ' << row[6].asString() << ' '
           << static_cast<double>(row[7].asUInt64()) / 1e6 << ' '
-          << static_cast<double>(row[8].asUInt64()) / 1e6 << ' ' << per_second << '\n';
+          << static_cast<double>(row[8].asUInt64()) / 1e6 << ' ' << per_second << ' '
+          << static_cast<double>(row[9].asInt64()) / 1e6 << '\n';
     }
   }
 }
