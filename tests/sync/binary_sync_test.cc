@@ -1,11 +1,7 @@
 // The real cakewalk-agent binary running jira.access_sync against the fake control plane and a
 // fake Jira in this process: its peak memory (VmHWM of the agent process alone) on a mid-size
 // site, and a SIGKILL mid-sync.
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -14,6 +10,7 @@
 
 #include "base/json.h"
 #include "tests/agent/agent_process.h"
+#include "tests/support/notify_socket.h"
 #include "tests/support/proc_status.h"
 #include "tests/sync/sync_env.h"
 #include "tests/systemd/private_bus.h"
@@ -23,42 +20,6 @@ namespace cakewalk::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A datagram socket standing in for systemd's notification socket (NOTIFY_SOCKET).
-class NotifySocket {
- public:
-  NotifySocket() : path_((dir_ / "notify").string()) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    bound_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~NotifySocket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool bound() const { return bound_; }
-  const std::string& path() const { return path_; }
-  // Every message received so far (drains the socket).
-  std::vector<std::string> Drain() {
-    while (true) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 0) <= 0) break;
-      char buf[4096];
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      seen_.emplace_back(buf, static_cast<std::size_t>(n));
-    }
-    return seen_;
-  }
-
- private:
-  TempDir dir_{"cakewalk-notify"};
-  std::string path_;
-  int fd_ = -1;
-  bool bound_ = false;
-  std::vector<std::string> seen_;
-};
 
 JobSpec SyncJob() {
   JobSpec spec;
@@ -191,8 +152,8 @@ TEST_F(BinarySyncTest, ProgressShowsInSystemdStatusDBusAndTheLog) {
     if (job && job->state == JobState::kFinished) break;
     ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "the sync did not finish in 5 min";
     // Read the notifications as they come, as systemd does: the socket queues at most
-    // net.unix.max_dgram_qlen datagrams (often 10), and once that is full the agent's sd_notify
-    // blocks (found by the sanitizer pass, whose slower syncs send more STATUS= lines).
+    // net.unix.max_dgram_qlen datagrams (often 10), and once that is full the agent's event loop
+    // waits in sd_notify, and with it the D-Bus answers this loop asks for.
     notify.Drain();
     const std::string p = status()["sync_progress"].asString();
     if (p.find("access sync:") != std::string::npos) progress.insert(p);
