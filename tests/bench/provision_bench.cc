@@ -13,6 +13,8 @@
 //    requests of one user in their recorded order (they depend on each other), requests naming
 //    no user on their own. One session login first (not timed), kept-alive connections
 //    throughout. Every answer's status must equal the recorded one.
+// 3. The same replay once more on a third site, every write on a new TLS connection as the agent
+//    sends it (jira/rest.cc): no target; it separates the cost of that choice from the rest.
 // Ratio agent / floor: target >= 0.8. Each side runs once after a warm-up job (its login and
 // first connections are not counted on either side). --jira-latency-ms makes both fakes answer
 // every request that much later (a loaded Jira), to show how the agent's fixed costs per job
@@ -155,7 +157,10 @@ bool IsLogin(const Recorded& r) {
 // The replaying client: one session on the floor's site.
 class Replayer {
  public:
-  Replayer(Site& site, const std::filesystem::path& ca_file) : base_(site.base_url()) {
+  // `fresh_writes`: every request but a GET on a new TLS connection, as the agent sends them
+  // (jira/rest.cc); otherwise kept-alive connections throughout.
+  Replayer(Site& site, const std::filesystem::path& ca_file, bool fresh_writes)
+      : base_(site.base_url()), fresh_writes_(fresh_writes) {
     http::TransportOptions o;
     o.ca_file = ca_file.string();
     o.max_idle_handles = 16;
@@ -192,6 +197,7 @@ class Replayer {
         req.cookie.Append(value);
       }
     }
+    req.fresh_connection = fresh_writes_ && r.method != "GET";
     auto resp = transport_->Send(req);
     if (!resp.ok()) Die("the floor's request failed: " + resp.status().ToString());
     return std::move(*resp);
@@ -199,8 +205,16 @@ class Replayer {
 
  private:
   std::string base_;
+  bool fresh_writes_;
   std::unique_ptr<http::Transport> transport_;
   std::map<std::string, SecretBytes> cookies_;  // name -> the "name=value" pair
+};
+
+// One replay of the recorded requests.
+struct FloorRun {
+  double seconds = 0;
+  std::uint64_t connections = 0;  // TLS connections the site accepted
+  int skipped_logins = 0;
 };
 
 }  // namespace
@@ -337,107 +351,118 @@ int main(int argc, char** argv) {
   }
 
   // ---- The floor ----------------------------------------------------------------------------
-  TempDir dir("cakewalk-provision-bench");
-  Site site_b("Cakewalk Bench Jira B", latency);
-  WriteFile(dir / "jira-b-ca.pem", site_b.ca_pem(), 0644);
-  Replayer replayer(site_b, dir / "jira-b-ca.pem");
-  std::vector<Recorded> logins;
-  for (const Recorded& r : warmup) {
-    if (IsLogin(r)) logins.push_back(r);
-  }
-  replayer.Login(logins);
-  // Users get their keys in the order of creation, which differs between the runs: a request
-  // naming a key the agent was given is sent with the key the floor's site gave the same user.
-  auto send = [&](const Recorded& r, std::map<std::string, std::string>& keys) {
-    Recorded copy = r;
-    for (const auto& [from, to] : keys) {
-      for (std::string* text : {&copy.target, &copy.body}) {
-        for (std::size_t at = text->find(from); at != std::string::npos;
-             at = text->find(from, at + to.size())) {
-          text->replace(at, from.size(), to);
-        }
-      }
+  // Run twice, each time on a new site in the same start state: with kept-alive connections (the
+  // floor of the target) and with a new TLS connection for every write, as the agent sends them
+  // (which shows how much of the gap is that choice rather than the agent's own work per job).
+  auto run_floor = [&](bool fresh_writes) -> FloorRun {
+    TempDir dir("cakewalk-provision-bench");
+    Site site_b(fresh_writes ? "Cakewalk Bench Jira C" : "Cakewalk Bench Jira B", latency);
+    WriteFile(dir / "jira-b-ca.pem", site_b.ca_pem(), 0644);
+    Replayer replayer(site_b, dir / "jira-b-ca.pem", fresh_writes);
+    std::vector<Recorded> logins;
+    for (const Recorded& r : warmup) {
+      if (IsLogin(r)) logins.push_back(r);
     }
-    http::Response resp = replayer.Send(copy, true);
-    if (!r.key.empty()) {
-      const std::string key = CreatedKey(r.method, r.target, resp.body);
-      if (key.empty()) Die("the floor's site created no user for " + r.target);
-      keys[r.key] = key;
-    }
-    return resp;
-  };
-  {
-    std::map<std::string, std::string> keys;
-    for (const Recorded& r : warmup) {  // the warm-up job's changes, so both sites start alike
-      if (!IsLogin(r)) send(r, keys);
-    }
-  }
-  // Work items: the requests naming one bench user, in order; others one by one.
-  const std::regex subject("bench-user-[0-9]+");
-  const std::regex key_pattern("JIRAUSER[0-9]+");
-  std::map<std::string, std::string> subject_of_key;
-  for (const Recorded& r : measured) {
-    std::smatch m;
-    if (!r.key.empty() && std::regex_search(r.body, m, subject)) subject_of_key[r.key] = m.str();
-  }
-  std::vector<std::vector<const Recorded*>> items;
-  std::map<std::string, std::size_t> item_of;
-  int skipped_logins = 0;
-  for (const Recorded& r : measured) {
-    if (IsLogin(r)) {
-      ++skipped_logins;
-      continue;
-    }
-    std::smatch m;
-    const std::string where = r.target + " " + r.body;
-    std::string who;
-    if (std::regex_search(where, m, subject)) {
-      who = m.str();
-    } else if (std::regex_search(where, m, key_pattern) && subject_of_key.count(m.str()) > 0) {
-      who = subject_of_key[m.str()];
-    }
-    if (!who.empty()) {
-      auto [it, fresh] = item_of.emplace(who, items.size());
-      if (fresh) items.emplace_back();
-      items[it->second].push_back(&r);
-    } else {
-      items.push_back({&r});
-    }
-  }
-  std::atomic<std::size_t> next{0};
-  std::atomic<int> mismatches{0};
-  std::mutex mismatch_mu;
-  std::string first_mismatch;
-  const std::uint64_t floor_connections_before = site_b.connections();
-  const auto f0 = Steady::now();
-  std::vector<std::thread> threads;
-  for (int t = 0; t < concurrency; ++t) {
-    threads.emplace_back([&] {
-      while (true) {
-        const std::size_t k = next++;
-        if (k >= items.size()) return;
-        std::map<std::string, std::string> keys;
-        for (const Recorded* r : items[k]) {
-          const http::Response resp = send(*r, keys);
-          if (resp.status != r->status) {
-            ++mismatches;
-            std::lock_guard lock(mismatch_mu);
-            if (first_mismatch.empty()) {
-              first_mismatch = r->method + " " + r->target + ": " + std::to_string(resp.status) +
-                               ", recorded " + std::to_string(r->status);
-            }
+    replayer.Login(logins);
+    // Users get their keys in the order of creation, which differs between the runs: a request
+    // naming a key the agent was given is sent with the key the floor's site gave the same user.
+    auto send = [&](const Recorded& r, std::map<std::string, std::string>& keys) {
+      Recorded copy = r;
+      for (const auto& [from, to] : keys) {
+        for (std::string* text : {&copy.target, &copy.body}) {
+          for (std::size_t at = text->find(from); at != std::string::npos;
+               at = text->find(from, at + to.size())) {
+            text->replace(at, from.size(), to);
           }
         }
       }
-    });
-  }
-  for (auto& t : threads) t.join();
-  const double floor_s = std::chrono::duration<double>(Steady::now() - f0).count();
-  const std::uint64_t floor_connections = site_b.connections() - floor_connections_before;
-  if (mismatches > 0) {
-    Die(std::to_string(mismatches.load()) +
-        " replayed requests answered differently, first: " + first_mismatch);
-  }
+      http::Response resp = replayer.Send(copy, true);
+      if (!r.key.empty()) {
+        const std::string key = CreatedKey(r.method, r.target, resp.body);
+        if (key.empty()) Die("the floor's site created no user for " + r.target);
+        keys[r.key] = key;
+      }
+      return resp;
+    };
+    {
+      std::map<std::string, std::string> keys;
+      for (const Recorded& r : warmup) {  // the warm-up job's changes, so both sites start alike
+        if (!IsLogin(r)) send(r, keys);
+      }
+    }
+    // Work items: the requests naming one bench user, in order; others one by one.
+    const std::regex subject("bench-user-[0-9]+");
+    const std::regex key_pattern("JIRAUSER[0-9]+");
+    std::map<std::string, std::string> subject_of_key;
+    for (const Recorded& r : measured) {
+      std::smatch m;
+      if (!r.key.empty() && std::regex_search(r.body, m, subject)) subject_of_key[r.key] = m.str();
+    }
+    std::vector<std::vector<const Recorded*>> items;
+    std::map<std::string, std::size_t> item_of;
+    int skipped_logins = 0;
+    for (const Recorded& r : measured) {
+      if (IsLogin(r)) {
+        ++skipped_logins;
+        continue;
+      }
+      std::smatch m;
+      const std::string where = r.target + " " + r.body;
+      std::string who;
+      if (std::regex_search(where, m, subject)) {
+        who = m.str();
+      } else if (std::regex_search(where, m, key_pattern) && subject_of_key.count(m.str()) > 0) {
+        who = subject_of_key[m.str()];
+      }
+      if (!who.empty()) {
+        auto [it, fresh] = item_of.emplace(who, items.size());
+        if (fresh) items.emplace_back();
+        items[it->second].push_back(&r);
+      } else {
+        items.push_back({&r});
+      }
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<int> mismatches{0};
+    std::mutex mismatch_mu;
+    std::string first_mismatch;
+    const std::uint64_t floor_connections_before = site_b.connections();
+    const auto f0 = Steady::now();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < concurrency; ++t) {
+      threads.emplace_back([&] {
+        while (true) {
+          const std::size_t k = next++;
+          if (k >= items.size()) return;
+          std::map<std::string, std::string> keys;
+          for (const Recorded* r : items[k]) {
+            const http::Response resp = send(*r, keys);
+            if (resp.status != r->status) {
+              ++mismatches;
+              std::lock_guard lock(mismatch_mu);
+              if (first_mismatch.empty()) {
+                first_mismatch = r->method + " " + r->target + ": " + std::to_string(resp.status) +
+                                 ", recorded " + std::to_string(r->status);
+              }
+            }
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double floor_s = std::chrono::duration<double>(Steady::now() - f0).count();
+    const std::uint64_t floor_connections = site_b.connections() - floor_connections_before;
+    if (mismatches > 0) {
+      Die(std::to_string(mismatches.load()) +
+          " replayed requests answered differently, first: " + first_mismatch);
+    }
+    return FloorRun{floor_s, floor_connections, skipped_logins};
+  };
+  const FloorRun kept_alive = run_floor(false);
+  const FloorRun fresh = run_floor(true);
+  const double floor_s = kept_alive.seconds;
+  const std::uint64_t floor_connections = kept_alive.connections;
+  const int skipped_logins = kept_alive.skipped_logins;
 
   const double agent_rate = jobs / agent_s;
   const double floor_rate = jobs / floor_s;
@@ -454,6 +479,12 @@ int main(int argc, char** argv) {
       "  floor (same requests, direct):    %7.2f s  %7.1f jobs/s  %llu TLS connections "
       "(%d login requests not replayed)\n",
       floor_s, floor_rate, static_cast<unsigned long long>(floor_connections), skipped_logins);
+  const double fresh_rate = jobs / fresh.seconds;
+  std::printf(
+      "  floor, writes on new connections: %7.2f s  %7.1f jobs/s  %llu TLS connections (ratio "
+      "agent / this floor %.2f)\n",
+      fresh.seconds, fresh_rate, static_cast<unsigned long long>(fresh.connections),
+      agent_rate / fresh_rate);
   std::printf("  ratio agent / floor %.2f (%s)\n", ratio,
               latency_ms != 0 ? "no target with a slowed fake"
               : ratio >= 0.8  ? "target >= 0.8: met"
@@ -491,5 +522,20 @@ int main(int argc, char** argv) {
            " Jira requests; TLS connections: " + "agent " + std::to_string(agent_connections) +
            ", floor " + std::to_string(floor_connections) + breakdown;
   bench::Report(f);
+
+  bench::Figure g;
+  g.section = "provision";
+  g.id = f.id + "_fresh_floor";
+  g.name = f.name + ", floor with fresh write connections";
+  g.value = agent_rate;
+  g.unit = "jobs/s";
+  g.reference = fresh_rate;
+  g.reference_name = "floor, a new TLS connection per write";
+  g.ratio = agent_rate / fresh_rate;
+  g.note =
+      "the same replay, every write on a new TLS connection as jira/rest.cc sends it; TLS "
+      "connections: " +
+      std::to_string(fresh.connections);
+  bench::Report(g);
   return 0;
 }
