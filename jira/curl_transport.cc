@@ -591,11 +591,13 @@ Result<std::unique_ptr<Handle>> CurlTransportImpl::NewHandle() {
   set("SSL_VERIFYPEER", CURLOPT_SSL_VERIFYPEER, 1L);
   set("SSL_VERIFYHOST", CURLOPT_SSL_VERIFYHOST, 2L);
   set("SSLVERSION", CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-  if (options_.ca_file) {
-    set("CAINFO", CURLOPT_CAINFO, options_.ca_file->c_str());
-    // Only the configured CA: drop the compiled-in CA directory as well.
-    set("CAPATH", CURLOPT_CAPATH, static_cast<const char*>(nullptr));
-  }
+  if (options_.ca_file) set("CAINFO", CURLOPT_CAINFO, options_.ca_file->c_str());
+  // Trust comes from one bundle file: the configured CA, or the system's bundle (libcurl's
+  // compiled-in CAINFO, /etc/ssl/certs/ca-certificates.crt on Debian, which update-ca-certificates
+  // writes from the same sources as the hashed directory). Without a CA directory libcurl keeps
+  // the parsed store in its CA cache (CURLOPT_CA_CACHE_TIMEOUT, 24 h); with one it parses the
+  // whole bundle again for every new connection, i.e. for every Jira write.
+  set("CAPATH", CURLOPT_CAPATH, static_cast<const char*>(nullptr));
   if (!pins_.empty()) set("PINNEDPUBLICKEY", CURLOPT_PINNEDPUBLICKEY, pins_.c_str());
   set("SSL_CTX_FUNCTION", CURLOPT_SSL_CTX_FUNCTION, SslCtxCallback);
   set("CONNECTTIMEOUT_MS", CURLOPT_CONNECTTIMEOUT_MS,
