@@ -13,10 +13,7 @@
 //    (default 30): the resident memory (VmRSS, target <= 10 MB) and the wake-ups per second,
 //    counted as the voluntary plus involuntary context switches of all its threads
 //    (/proc/PID/task/*/status; target <= 1/s).
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +31,7 @@
 #include "tests/agent/agent_process.h"
 #include "tests/bench/bench_report.h"
 #include "tests/fakes/control_plane/running_control_plane.h"
+#include "tests/support/notify_socket.h"
 #include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
@@ -49,44 +47,6 @@ using namespace std::chrono_literals;
   std::fprintf(stderr, "daemon_bench: %s\n", what.c_str());
   std::exit(1);
 }
-
-// A datagram socket standing in for systemd's notification socket.
-class NotifySocket {
- public:
-  NotifySocket() : path_((dir_ / "notify").string()) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      Die("cannot bind a notify socket");
-    }
-  }
-  ~NotifySocket() { ::close(fd_); }
-  const std::string& path() const { return path_; }
-  // The time a message containing `needle` arrived, or nullopt after `timeout`.
-  std::optional<Steady::time_point> WaitFor(const std::string& needle,
-                                            std::chrono::milliseconds timeout) {
-    const auto deadline = Steady::now() + timeout;
-    while (Steady::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      const auto at = Steady::now();
-      if (n > 0 &&
-          std::string(buf, static_cast<std::size_t>(n)).find(needle) != std::string::npos) {
-        return at;
-      }
-    }
-    return std::nullopt;
-  }
-
- private:
-  TempDir dir_{"cakewalk-bench-notify"};
-  std::string path_;
-  int fd_ = -1;
-};
 
 struct Switches {
   long total = 0;
@@ -165,6 +125,7 @@ int main(int argc, char** argv) {
   std::optional<Child> last;
   for (int i = 0; i < starts; ++i) {
     NotifySocket notify;
+    if (!notify.bound()) Die("cannot bind a notify socket");
     const auto t0 = Steady::now();
     Child agent = (*home)->Start({"NOTIFY_SOCKET=" + notify.path()});
     auto ready = notify.WaitFor("READY=1", 30s);
