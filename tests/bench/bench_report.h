@@ -2,6 +2,7 @@
 //
 // - Figures: one JSON object per line appended to the file named by BENCH_RESULTS (when set).
 //   scripts/bench collects them into one table and build-bench/bench.json (bench_table).
+// - Percentile: the summary statistic the programs share.
 // - Time series: whitespace-separated columns, one row per line, in files under BENCH_SERIES
 //   (when set), named <section>-<what>.dat; `scripts/bench --plot` draws them with gnuplot.
 //
@@ -10,12 +11,14 @@
 // met. Programs decide `met` themselves: they know what the target compares.
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/json.h"
 
@@ -69,6 +72,13 @@ inline std::optional<std::filesystem::path> SeriesPath(const std::string& name) 
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   return std::filesystem::path(dir) / name;
+}
+
+// The value at fraction `p` (0..1) of the sorted samples, nearest rank; p = 0.5 is the median.
+inline double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(idx, v.size() - 1)];
 }
 
 }  // namespace cakewalk::bench

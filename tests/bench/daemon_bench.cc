@@ -73,10 +73,7 @@ Switches CountSwitches(pid_t pid) {
   return s;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+double Median(std::vector<double> v) { return bench::Percentile(std::move(v), 0.5); }
 
 }  // namespace
 

@@ -92,11 +92,7 @@ std::string FileSystemOf(const std::filesystem::path& p) {
   }
 }
 
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  const auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(idx, v.size() - 1)];
-}
+using bench::Percentile;
 
 }  // namespace
 
