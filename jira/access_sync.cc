@@ -27,6 +27,7 @@
 #include "jira/errors.h"
 #include "jira/pagination.h"
 #include "jira/sync_classify.h"
+#include "jira/sync_names.h"
 #include "jira/sync_pool.h"
 #include "jira/sync_store.h"
 
@@ -56,19 +57,6 @@ std::string FoldAscii(std::string_view s) {
   std::string out(s);
   for (char& c : out) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-// The characters of a name as UTF-8 sequences, ASCII letters folded.
-std::vector<std::string> Characters(std::string_view name) {
-  std::vector<std::string> out;
-  const std::string folded = FoldAscii(name);
-  for (std::size_t i = 0; i < folded.size();) {
-    const auto b = static_cast<unsigned char>(folded[i]);
-    const std::size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : 4;
-    out.push_back(folded.substr(i, len));
-    i += len;
   }
   return out;
 }
@@ -192,7 +180,9 @@ class SyncRun {
 
   // ---- Groups ------------------------------------------------------------------------------
   // Registers a group (once per name); submits its member pages when memberships are wanted.
-  void RegisterGroup(const std::string& name, const std::string& id, bool admin, bool system_admin);
+  // Returns the group's index when the name is new.
+  std::optional<std::uint32_t> RegisterGroup(const std::string& name, const std::string& id,
+                                             bool admin, bool system_admin);
   Status DiscoverDcGroups();
   Status DiscoverCloudGroups();
   Result<std::vector<std::string>> CloudGroupNames(const char* access_type);
@@ -201,7 +191,7 @@ class SyncRun {
     std::int64_t total = 0;
   };
   Result<PickerAnswer> Picker(const std::string& query, const std::vector<std::string>& exclude);
-  std::int64_t KnownMatching(const std::string& folded_query) const;
+  std::int64_t KnownMatching(const std::string& folded_query);
 
   // ---- Pages -------------------------------------------------------------------------------
   void SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first);
@@ -256,6 +246,9 @@ class SyncRun {
   std::condition_variable ready_cv_;
   std::deque<Group> groups_;
   std::unordered_map<std::string, std::uint32_t> group_by_name_;  // folded name
+  // The names the Data Center group picker showed (folded), tagged with their index in groups_:
+  // the discovery thread's only.
+  GroupNameIndex picker_names_;
   std::deque<Json::Value> ready_;
   std::vector<Warning> warnings_;
   int stage_pending_[kStageCount] = {};
@@ -411,8 +404,8 @@ Status SyncRun::PushReady(Json::Value record) {
 
 // ---- Groups -----------------------------------------------------------------------------------
 
-void SyncRun::RegisterGroup(const std::string& name, const std::string& id, bool admin,
-                            bool system_admin) {
+std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, const std::string& id,
+                                                    bool admin, bool system_admin) {
   std::uint32_t gid;
   {
     std::lock_guard lock(mu_);
@@ -421,7 +414,7 @@ void SyncRun::RegisterGroup(const std::string& name, const std::string& id, bool
       Group& g = groups_[it->second];
       g.admin |= admin;
       g.system_admin |= system_admin;
-      return;
+      return std::nullopt;
     }
     gid = static_cast<std::uint32_t>(groups_.size());
     Group g;
@@ -437,15 +430,13 @@ void SyncRun::RegisterGroup(const std::string& name, const std::string& id, bool
     ++member_pages_known_;
   }
   SubmitMemberPage(gid, 0, true);
+  return gid;
 }
 
-std::int64_t SyncRun::KnownMatching(const std::string& folded_query) const {
-  std::lock_guard lock(mu_);
-  std::int64_t n = 0;
-  for (const auto& [folded, gid] : group_by_name_) {
-    if (folded.find(folded_query) != std::string::npos) ++n;
-  }
-  return n;
+// How many known groups contain the query. Only the group picker registers Data Center groups,
+// so its index holds every known name.
+std::int64_t SyncRun::KnownMatching(const std::string& folded_query) {
+  return picker_names_.Count(folded_query);
 }
 
 Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
@@ -467,7 +458,9 @@ Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
         if (OptString(label, "type") == "ADMIN") admin = true;
       }
     }
-    RegisterGroup(*name, *name, admin, false);
+    if (auto gid = RegisterGroup(*name, *name, admin, false)) {
+      picker_names_.Add(FoldAscii(*name), *gid);
+    }
     ++answer.shown;
   }
   answer.total = page["total"].isIntegral() ? page["total"].asInt64() : answer.shown;
@@ -513,11 +506,10 @@ Status SyncRun::DiscoverDcGroups() {
         std::size_t bytes = 0;
         {
           std::lock_guard lock(mu_);
-          for (const auto& [folded, gid] : group_by_name_) {
-            if (folded.find(p.query) == std::string::npos) continue;
+          picker_names_.ForEachMatch(p.query, [&](std::uint32_t gid) {
             known.push_back(groups_[gid].name);
             bytes += UrlEncode(groups_[gid].name).size() + 9;
-          }
+          });
         }
         if (static_cast<std::int64_t>(known.size()) >= answer.total) {
           resolved = true;
@@ -533,14 +525,8 @@ Status SyncRun::DiscoverDcGroups() {
       ++unresolved;
       continue;
     }
-    std::set<std::string> alphabet;
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& [folded, gid] : group_by_name_) {
-        for (std::string& c : Characters(folded)) alphabet.insert(std::move(c));
-      }
-    }
-    for (const std::string& c : alphabet) {
+    // The characters of every known name (the picker's index keeps them as names arrive).
+    for (const std::string& c : picker_names_.alphabet()) {
       for (std::string child : {p.query + c, c + p.query}) {
         if (!asked.count(child)) pending.push_back({std::move(child), p.query});
       }

@@ -1,0 +1,67 @@
+// The group names the Data Center group picker has shown so far, indexed for the picker's
+// discovery (jira/access_sync.cc): how many names contain a query, which ones, and the characters
+// they use, each at about the cost of the query's own matches instead of a scan of every name.
+//
+// Names and queries are compared as given (the caller folds ASCII case first). A name is counted
+// once per query however often it contains it. Memory: the names, one (name, offset) pair per
+// character of them, and one entry per counted query.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace cakewalk::jira {
+
+class GroupNameIndex {
+ public:
+  // Adds a name not added before; `tag` is what ForEachMatch hands back for it.
+  void Add(std::string name, std::uint32_t tag);
+
+  // How many names contain `query` ("" counts every name). A query counted once is kept and its
+  // count follows every later Add, so asking again costs one lookup.
+  std::int64_t Count(const std::string& query);
+
+  // Calls fn(tag) once for each name containing `query`, in the names' order of addition.
+  void ForEachMatch(std::string_view query, const std::function<void(std::uint32_t)>& fn);
+
+  // The characters (UTF-8 sequences) of every name.
+  const std::set<std::string>& alphabet() const { return alphabet_; }
+  std::size_t size() const { return names_.size(); }
+
+ private:
+  struct Suffix {
+    std::uint32_t name;
+    std::uint32_t offset;
+  };
+  std::string_view Text(Suffix s) const {
+    return std::string_view(names_[s.name]).substr(s.offset);
+  }
+  // The names containing `query`, each once, ascending.
+  std::vector<std::uint32_t> Matches(std::string_view query);
+  void MergeRecent();
+
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  struct Counted {
+    std::int64_t count = 0;
+    std::uint32_t last = UINT32_MAX;  // the last name counted (a name counts once per query)
+  };
+
+  std::vector<std::string> names_;
+  std::vector<std::uint32_t> tags_;
+  std::vector<Suffix> sorted_;  // every suffix of every name, by text
+  std::vector<Suffix> recent_;  // suffixes of names added since the last merge, unsorted
+  std::unordered_map<std::string, Counted, Hash, std::equal_to<>> counted_;
+  std::size_t longest_counted_ = 0;
+  std::set<std::string> alphabet_;
+};
+
+}  // namespace cakewalk::jira

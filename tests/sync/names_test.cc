@@ -1,0 +1,67 @@
+// The group picker's name index (jira/sync_names.h) against a scan of every name.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "jira/sync_names.h"
+
+namespace cakewalk::jira {
+namespace {
+
+std::int64_t Scan(const std::vector<std::string>& names, const std::string& q) {
+  std::int64_t n = 0;
+  for (const auto& name : names) n += name.find(q) != std::string::npos;
+  return n;
+}
+
+// Names sharing prefixes and repeating characters ("aaa" contains "aa" twice: counted once),
+// with a two-byte character; queries counted early follow the names added after them, queries
+// counted late are computed from the index; both across several merges of the suffixes.
+TEST(GroupNameIndexTest, CountsEqualAScanOfEveryName) {
+  std::mt19937 rng(42);
+  const std::vector<std::string> pieces = {"a", "b", "aa", "team-", "-", "1", "\xc3\xa9"};
+  std::vector<std::string> names;
+  std::set<std::string> seen;
+  GroupNameIndex index;
+  std::vector<std::string> queries = {"", "a", "aa", "aaa", "team-", "m-a", "\xc3\xa9", "-1", "zz"};
+  for (const auto& q : queries) EXPECT_EQ(index.Count(q), 0) << q;
+  std::set<std::string> alphabet;
+  for (int round = 0; round < 1500; ++round) {
+    std::string name;
+    const int parts = 1 + static_cast<int>(rng() % 6);
+    for (int k = 0; k < parts; ++k) name += pieces[rng() % pieces.size()];
+    if (!seen.insert(name).second) continue;
+    index.Add(name, static_cast<std::uint32_t>(names.size()) + 100);
+    names.push_back(name);
+    if (round % 97 == 0) {
+      // A query taken from a name (a substring that exists) joins the counted ones.
+      const std::string& from = names[rng() % names.size()];
+      const std::size_t at = rng() % from.size();
+      queries.push_back(from.substr(at, 1 + rng() % 4));
+    }
+    if (round % 50 == 0) {
+      for (const auto& q : queries) ASSERT_EQ(index.Count(q), Scan(names, q)) << q;
+    }
+  }
+  ASSERT_GT(names.size(), 800u);  // well past the suffixes searched one by one
+  for (const auto& q : queries) EXPECT_EQ(index.Count(q), Scan(names, q)) << q;
+  for (const std::string q : {"b", "ab", "a-", "1a", "team-team-"}) {
+    EXPECT_EQ(index.Count(q), Scan(names, q)) << q;
+    std::vector<std::uint32_t> tags;
+    index.ForEachMatch(q, [&](std::uint32_t t) { tags.push_back(t); });
+    std::vector<std::uint32_t> want;
+    for (std::uint32_t i = 0; i < names.size(); ++i) {
+      if (names[i].find(q) != std::string::npos) want.push_back(i + 100);
+    }
+    EXPECT_EQ(tags, want) << q;
+  }
+  EXPECT_EQ(index.size(), names.size());
+  EXPECT_EQ(index.alphabet(),
+            (std::set<std::string>{"a", "b", "t", "e", "m", "-", "1", "\xc3\xa9"}));
+}
+
+}  // namespace
+}  // namespace cakewalk::jira
