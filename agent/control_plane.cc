@@ -358,6 +358,36 @@ Status ControlPlaneClient::PostRecords(const std::string& job_id, const std::str
   return Status::Ok();
 }
 
+Status ControlPlaneClient::PostRecordTexts(const std::string& job_id, const std::string& lease_id,
+                                           std::int64_t seq,
+                                           const std::vector<std::string>& records) {
+  const std::string what = "records of job " + Quote(job_id) + " (seq " + std::to_string(seq) + ")";
+  // WriteJson's form of {"lease_id", "records", "seq"}: keys in byte order, no spaces.
+  const std::string prefix = "{\"lease_id\":" + WriteJson(Json::Value(lease_id)) + ",\"records\":[";
+  const std::string suffix = "],\"seq\":" + std::to_string(seq) + "}";
+  std::size_t size = prefix.size() + suffix.size() + records.size();
+  for (const std::string& r : records) {
+    if (r.size() < 2 || r.front() != '{' || r.back() != '}') {
+      return InvalidArgument(what + ": each record must be a JSON object");
+    }
+    size += r.size();
+  }
+  http::Request request;
+  request.method = "POST";
+  request.url = base_url_ + JobPath(job_id, "records");
+  request.body.reserve(size);
+  request.body += prefix;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (i > 0) request.body += ',';
+    request.body += records[i];
+  }
+  request.body += suffix;
+  CW_ASSIGN_OR_RETURN(http::Response response, Exchange(transport_, what, std::move(request)));
+  CW_ASSIGN_OR_RETURN(Json::Value root, ObjectBody(what, response));
+  (void)root;  // {} — anything the server adds is tolerated
+  return Status::Ok();
+}
+
 Status ControlPlaneClient::PostResult(const std::string& job_id, const JobResult& result) {
   const std::string what = "result of job " + Quote(job_id);
   Json::Value body(Json::objectValue);

@@ -107,6 +107,10 @@ class ControlPlaneClient {
   // POST /jobs/{id}/records with `records` (a JSON array of at most 1000 records).
   Status PostRecords(const std::string& job_id, const std::string& lease_id, std::int64_t seq,
                      const Json::Value& records);
+  // The same with each record given as its canonical JSON (WriteJson of an object), joined into
+  // the body as they are: the body is byte for byte what PostRecords sends for those records.
+  Status PostRecordTexts(const std::string& job_id, const std::string& lease_id, std::int64_t seq,
+                         const std::vector<std::string>& records);
   Status PostResult(const std::string& job_id, const JobResult& result);
   // POST /heartbeat with a body built by the caller (metadata only).
   Result<HeartbeatResponse> Heartbeat(const Json::Value& body);

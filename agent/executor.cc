@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "base/json.h"
+
 namespace cakewalk::agent {
 namespace {
 
@@ -141,6 +143,11 @@ std::vector<std::string> RequiredSecrets(const ConnectionConfig& connection) {
     }
   }
   return out;
+}
+
+Status RecordSink::EmitJson(std::string record_json) {
+  CW_ASSIGN_OR_RETURN(Json::Value record, ParseJson(record_json, "access-sync record"));
+  return Emit(std::move(record));
 }
 
 }  // namespace cakewalk::agent

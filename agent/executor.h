@@ -70,6 +70,10 @@ class RecordSink {
   virtual ~RecordSink() = default;
   // Queues one record (a JSON object of docs/protocol.md §12); posts a batch when 1000 are queued.
   virtual Status Emit(Json::Value record) = 0;
+  // The same for a record given as its canonical JSON (base/json.h WriteJson): the call's body
+  // carries these bytes as they are, so what a producer hashed is what the control plane gets.
+  // The default parses it and calls Emit.
+  virtual Status EmitJson(std::string record_json);
   // Posts whatever is queued, and returns once every record so far is acknowledged.
   virtual Status Flush() = 0;
   // Records and calls acknowledged so far.

@@ -49,7 +49,9 @@ class JiraExecutor final : public Executor {
 class RecordSinkAdapter final : public jira::SyncRecordSink {
  public:
   explicit RecordSinkAdapter(RecordSink& records) : records_(records) {}
-  Status Write(Json::Value record) override { return records_.Emit(std::move(record)); }
+  Status Write(std::string record_json) override {
+    return records_.EmitJson(std::move(record_json));
+  }
   Result<std::int64_t> Finish() override {
     CW_RETURN_IF_ERROR(records_.Flush());
     return records_.calls_made();

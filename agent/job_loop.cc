@@ -5,6 +5,7 @@
 #include <stop_token>
 
 #include "agent/heartbeat.h"
+#include "base/json.h"
 
 namespace cakewalk::agent {
 namespace {
@@ -132,16 +133,20 @@ struct JobLoop::Running {
 class JobLoop::Records final : public RecordSink {
  public:
   Records(JobLoop& loop, std::shared_ptr<Running> job, std::string lease_id, std::stop_token stop)
-      : loop_(loop),
-        job_(std::move(job)),
-        lease_id_(std::move(lease_id)),
-        stop_(std::move(stop)),
-        buffer_(Json::arrayValue) {}
+      : loop_(loop), job_(std::move(job)), lease_id_(std::move(lease_id)), stop_(std::move(stop)) {}
 
   Status Emit(Json::Value record) override {
     if (!failed_.ok()) return failed_;
     if (!record.isObject()) return Internal("an access-sync record must be a JSON object");
-    buffer_.append(std::move(record));
+    return EmitJson(WriteJson(record));
+  }
+  // The records are kept as their canonical JSON and the call's body is joined from them.
+  Status EmitJson(std::string record_json) override {
+    if (!failed_.ok()) return failed_;
+    if (record_json.size() < 2 || record_json.front() != '{' || record_json.back() != '}') {
+      return Internal("an access-sync record must be a JSON object");
+    }
+    buffer_.push_back(std::move(record_json));
     if (buffer_.size() >= kMaxRecordsPerCall) return Send();
     return Status::Ok();
   }
@@ -164,13 +169,13 @@ class JobLoop::Records final : public RecordSink {
     while (true) {
       if (stop_.stop_requested()) return failed_ = StoppedStatus();
       auto cp = loop_.Client();
-      Status s =
-          cp.ok() ? cp->client->PostRecords(job_->job_id, lease_id_, seq_, buffer_) : cp.status();
+      Status s = cp.ok() ? cp->client->PostRecordTexts(job_->job_id, lease_id_, seq_, buffer_)
+                         : cp.status();
       if (s.ok()) {
         loop_.NoteSuccess();
         sent_ += static_cast<std::int64_t>(buffer_.size());
         ++seq_;
-        buffer_ = Json::Value(Json::arrayValue);
+        buffer_.clear();
         return Status::Ok();
       }
       switch (ClassifyFailure(s)) {
@@ -199,7 +204,7 @@ class JobLoop::Records final : public RecordSink {
   std::shared_ptr<Running> job_;
   const std::string lease_id_;
   std::stop_token stop_;
-  Json::Value buffer_;
+  std::vector<std::string> buffer_;  // each a record's canonical JSON
   std::int64_t seq_ = 0;
   std::int64_t sent_ = 0;
   Status failed_;

@@ -212,8 +212,9 @@ class SyncRun {
   bool StageFinished(int stage) const;  // under mu_
   Status PushReady(Json::Value record);
   void AddWarning(std::string code, std::string message);
-  Status Emit(Json::Value record);
-  Status Emit(Json::Value record, const std::string& canonical);
+  Status Emit(const Json::Value& record);
+  // One record as its canonical JSON (WriteJson): hashed and handed to the sink as these bytes.
+  Status Emit(std::string_view kind, std::string canonical);
   Status EmitUsers(bool* drained);
   Json::Value UserRecord(const SpooledUser& u) const;
   Json::Value GroupRecord(const Group& g) const;
@@ -272,10 +273,11 @@ class SyncRun {
   Sha256 sha_;
   std::int64_t records_ = 0, users_ = 0, groups_emitted_ = 0, non_human_ = 0, credentials_ = 0;
   std::int64_t last_user_seq_ = 0;  // the last user read from the store
-  // User records built on the pool (record and canonical JSON), emitted in store order.
+  // User records built on the builder thread (canonical JSON, and whether each is a person),
+  // emitted in store order.
   struct UserBatch {
-    std::vector<Json::Value> records;
     std::vector<std::string> canonical;
+    std::vector<bool> human;
     bool built = false;  // under mu_
   };
   std::deque<std::shared_ptr<UserBatch>> user_batches_;
@@ -983,17 +985,16 @@ Status SyncRun::ListOAuthClients() {
 
 // ---- Emission ---------------------------------------------------------------------------------
 
-Status SyncRun::Emit(Json::Value record) {
-  const std::string canonical = WriteJson(record);
-  return Emit(std::move(record), canonical);
+Status SyncRun::Emit(const Json::Value& record) {
+  return Emit(record["kind"].asString(), WriteJson(record));
 }
 
-Status SyncRun::Emit(Json::Value record, const std::string& canonical) {
+Status SyncRun::Emit(std::string_view kind, std::string canonical) {
   // A stop (lease lost, timeout, shutdown) is honoured before every record: nothing more goes out.
   if (pool_->stop_token().stop_requested()) return pool_->failure().value_or(Stopped());
-  const std::string kind = record["kind"].asString();
-  CW_RETURN_IF_ERROR(sink_.Write(std::move(record)));
+  // The hash is over the very bytes the sink sends.
   sha_.Update(canonical);
+  CW_RETURN_IF_ERROR(sink_.Write(std::move(canonical)));
   ++records_;
   if (kind == "user") {
     ++users_;
@@ -1108,9 +1109,9 @@ Status SyncRun::EmitUsers(bool* drained) {
       }
     }
     user_batches_.pop_front();
-    for (std::size_t i = 0; i < batch->records.size(); ++i) {
-      if (!batch->records[i]["human"].asBool()) ++non_human_;
-      CW_RETURN_IF_ERROR(Emit(std::move(batch->records[i]), batch->canonical[i]));
+    for (std::size_t i = 0; i < batch->canonical.size(); ++i) {
+      if (!batch->human[i]) ++non_human_;
+      CW_RETURN_IF_ERROR(Emit("user", std::move(batch->canonical[i])));
     }
     // Records are freed here, in the builder's arena and by the sink: hand that back now and
     // then, as the user pages do.
@@ -1131,13 +1132,13 @@ void SyncRun::BuildUsers(std::stop_token stop) {
       users = std::move(to_build_.front().second);
       to_build_.pop_front();
     }
-    batch->records.reserve(users.size());
     batch->canonical.reserve(users.size());
+    batch->human.reserve(users.size());
     for (const SpooledUser& u : users) {
       if (stop.stop_requested()) return;
-      Json::Value record = UserRecord(u);
+      const Json::Value record = UserRecord(u);
       batch->canonical.push_back(WriteJson(record));
-      batch->records.push_back(std::move(record));
+      batch->human.push_back(record["human"].asBool());
     }
     {
       std::lock_guard lock(mu_);
@@ -1273,7 +1274,7 @@ Result<SyncReport> SyncRun::Run(const Json::Value& params) {
     ready_cv_.notify_all();
     for (Json::Value& r : ready) {
       if (pool_->stop_token().stop_requested()) break;
-      Status s = Emit(std::move(r));
+      Status s = Emit(r);
       if (!s.ok()) {
         pool_->Fail(s);
         return s;

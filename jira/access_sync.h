@@ -67,7 +67,9 @@ namespace cakewalk::jira {
 class SyncRecordSink {
  public:
   virtual ~SyncRecordSink() = default;
-  virtual Status Write(Json::Value record) = 0;
+  // One record (a JSON object) as its canonical JSON (base/json.h WriteJson): the output's sha256
+  // is over these bytes, so a sink sends them as they are.
+  virtual Status Write(std::string record_json) = 0;
   // Everything written is delivered; returns the number of calls (pages) used.
   virtual Result<std::int64_t> Finish() = 0;
 };

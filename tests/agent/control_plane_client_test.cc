@@ -478,6 +478,46 @@ TEST(ClientScriptedTest, ClaimTimeoutIsTheWaitPlusAMargin) {
   EXPECT_EQ(t.seen().size(), 1u);
 }
 
+// Records given as their canonical JSON make the same body, byte for byte, as the same records
+// as JSON values (the access sync hashes those bytes; the control plane hashes what it receives);
+// text that is not an object is refused before sending.
+TEST(ClientScriptedTest, RecordTextsMakeTheSameBody) {
+  ScriptedTransport t;
+  ControlPlaneClient c(t, "https://cp.example/agent/v1");
+  t.Answer(200, "{}");
+  t.Answer(200, "{}");
+  Json::Value records(Json::arrayValue);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 3; ++i) {
+    Json::Value r(Json::objectValue);
+    r["kind"] = "user";
+    r["id"] = "u\"" + std::to_string(i);
+    r["display_name"] = "Zo\xc3\xab " + std::to_string(i);
+    r["groups"] = Json::Value(Json::arrayValue);
+    r["groups"].append("g<&>");
+    r["last_login"] = Json::Value(Json::nullValue);
+    records.append(r);
+    texts.push_back(WriteJson(r));
+  }
+  ASSERT_TRUE(c.PostRecords("job_1", "lease \"1\"", 7, records).ok());
+  ASSERT_TRUE(c.PostRecordTexts("job_1", "lease \"1\"", 7, texts).ok());
+  auto seen = t.seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].url, seen[0].url);
+  EXPECT_EQ(seen[1].body, seen[0].body);
+  // An empty call too.
+  t.Answer(200, "{}");
+  t.Answer(200, "{}");
+  ASSERT_TRUE(c.PostRecords("job_1", "l", 0, Json::Value(Json::arrayValue)).ok());
+  ASSERT_TRUE(c.PostRecordTexts("job_1", "l", 0, {}).ok());
+  seen = t.seen();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[3].body, seen[2].body);
+  EXPECT_EQ(c.PostRecordTexts("job_1", "l", 1, {"[1]"}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(c.PostRecordTexts("job_1", "l", 1, {""}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(t.seen().size(), 4u);
+}
+
 TEST(ClientScriptedTest, JobIdsAreUrlEncodedInPaths) {
   ScriptedTransport t;
   ControlPlaneClient c(t, "https://cp.example/agent/v1");

@@ -46,10 +46,15 @@ bool Glob(std::string_view p, std::string_view t) {
 
 }  // namespace
 
-Status CollectingSink::Write(Json::Value record) {
-  if (before_write) CW_RETURN_IF_ERROR(before_write(records_.size(), record));
-  concatenated_ += WriteJson(record);
-  records_.push_back(std::move(record));
+Status CollectingSink::Write(std::string record_json) {
+  // The text as received: the report's sha256 must be over exactly these bytes, and they must be
+  // the record's canonical form.
+  auto record = ParseJson(record_json, "record");
+  if (!record.ok()) return record.status();
+  EXPECT_EQ(WriteJson(*record), record_json);
+  if (before_write) CW_RETURN_IF_ERROR(before_write(records_.size(), *record));
+  concatenated_ += record_json;
+  records_.push_back(std::move(*record));
   return Status::Ok();
 }
 

@@ -24,7 +24,7 @@ namespace cakewalk::testing {
 // Keeps every record (canonical JSON) and its own SHA-256 over them, in order; "pages" of 1000.
 class CollectingSink final : public jira::SyncRecordSink {
  public:
-  Status Write(Json::Value record) override;
+  Status Write(std::string record_json) override;
   Result<std::int64_t> Finish() override;
 
   // Called before each record is taken (index, record); a failure refuses it.
