@@ -17,6 +17,7 @@
 #include <stop_token>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "base/encoding.h"
@@ -473,8 +474,10 @@ Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
 // matched (`total`). A query whose matches are not all known yet is narrowed: the same query one
 // character longer on either side covers every longer name containing it. A query with few
 // enough matches is instead paged by excluding the names already known. The alphabet is taken from
-// the names seen so far; a name with a character no other name has is still found by exclusion,
-// and what cannot be found within the URL budget is reported.
+// the names seen so far, and each character learned later narrows again every query narrowed
+// before it that is still short of its total (no query is asked twice). A name made only of
+// characters no shown name has is found by exclusion alone; what cannot be found within the URL
+// budget is reported.
 Status SyncRun::DiscoverDcGroups() {
   struct Pending {
     std::string query;
@@ -490,7 +493,39 @@ Status SyncRun::DiscoverDcGroups() {
   };
   std::int64_t unresolved = 0;
   const auto satisfied = [&](const std::string& q) { return KnownMatching(q) >= total_of(q); };
-  while (!pending.empty()) {
+  // The characters known, in the order they became known, and each narrowed query with how many
+  // of them it was narrowed by. A query is narrowed by every character known when it is; those
+  // learned later (names sorting late show them only to later queries) narrow again, once the
+  // queue is empty, every query still short of its total, "" included (waiting lets the other
+  // queries complete it first). A complete query is dropped (its count only grows, its total is
+  // fixed). Ends when the queue is empty and no query is short for want of a character.
+  std::vector<std::string> letters;
+  std::unordered_set<std::string> letter_set;
+  const auto learn = [&] {
+    if (picker_names_.alphabet().size() == letters.size()) return;
+    for (const std::string& c : picker_names_.alphabet()) {
+      if (letter_set.insert(c).second) letters.push_back(c);
+    }
+  };
+  std::vector<std::pair<std::string, std::size_t>> narrowed;
+  const auto narrow = [&](const std::string& q, std::size_t from) {
+    for (std::size_t i = from; i < letters.size(); ++i) {
+      for (std::string child : {q + letters[i], letters[i] + q}) {
+        if (!asked.count(child)) pending.push_back({std::move(child), q});
+      }
+    }
+  };
+  while (true) {
+    if (pending.empty()) {
+      learn();
+      std::erase_if(narrowed, [&](auto& n) {
+        if (satisfied(n.first)) return true;
+        narrow(n.first, n.second);
+        n.second = letters.size();
+        return false;
+      });
+      if (pending.empty()) break;
+    }
     if (pool_->stop_token().stop_requested()) return Stopped();
     Pending p = std::move(pending.front());
     pending.pop_front();
@@ -527,12 +562,9 @@ Status SyncRun::DiscoverDcGroups() {
       ++unresolved;
       continue;
     }
-    // The characters of every known name (the picker's index keeps them as names arrive).
-    for (const std::string& c : picker_names_.alphabet()) {
-      for (std::string child : {p.query + c, c + p.query}) {
-        if (!asked.count(child)) pending.push_back({std::move(child), p.query});
-      }
-    }
+    learn();
+    narrow(p.query, 0);
+    narrowed.emplace_back(p.query, letters.size());
   }
   // Every query must be accounted for: what is still short was not found.
   std::int64_t missing = 0;

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <iostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -148,6 +149,80 @@ TEST_F(DcSyncTest, CappedGroupPickerWithSharedPrefixes) {
   }
   // At most 10 names per answer: at least a tenth of the groups in requests.
   EXPECT_GE(sent.size(), (s.groups + extra.size()) / 10);
+}
+
+// Characters learned late: names with letters, digits, capitals, '-', '_', ' ' and a two-byte
+// character, where the last three appear only in names that sort last (after the "team-" ones), so
+// the first answers (the query "" and the queries narrowed from it) show none of them. Each query
+// already narrowed while still short of its total must be narrowed again with every character
+// learned after it; otherwise whole groups (and so their members) are missing. With 3 and with 20
+// names per answer: every group and member is found (the records equal the fake's), no query is
+// asked twice and nothing is reported missing.
+TEST_F(DcSyncTest, CappedGroupPickerLearnsCharactersLate) {
+  std::vector<std::string> extra;
+  for (int i = 0; i < 200; ++i) {
+    extra.push_back((i % 3 == 0 ? "Team-" : "team-") +
+                    std::string(1, static_cast<char>('a' + i % 7)) +
+                    std::string(1, static_cast<char>('b' + i % 5)) + std::to_string(i % 40) + "-" +
+                    std::to_string(i));
+  }
+  const char* late[] = {"_", " ", "\xc3\xa9", "8", "9"};
+  for (int i = 0; i < 180; ++i) {
+    std::string name = i % 2 ? "zz" : "Zy";
+    name += late[i % 5];
+    name += static_cast<char>('a' + i % 4);
+    name += late[(i / 5) % 5];
+    name += std::to_string(i);
+    extra.push_back(name);
+  }
+  // Names of late characters only: found only through queries made of them.
+  const char* only[] = {"\xc3\xa9", "_", "8", " "};
+  for (int i = 0; i < 64; ++i) {
+    std::string name = "\xc3\xa9";
+    for (int k = i; k > 0; k /= 4) name += only[k % 4];
+    name += "\xc3\xa9\xc3\xa9";
+    extra.push_back(name);
+  }
+  for (int cap : {3, 20}) {
+    SCOPED_TRACE("cap " + std::to_string(cap));
+    FakeJiraOptions o;
+    o.groups_picker_limit = cap;
+    SiteSpec s = MidSite(9);
+    s.users = 200;
+    s.groups = 30;
+    s.memberships = 600;
+    ASSERT_NO_FATAL_FAILURE(StartDc("10.3.4", s, o));
+    for (const std::string& name : extra) ASSERT_TRUE(jira_->AddGroup(name).ok()) << name;
+    // Members in the late groups: a missing group loses them.
+    for (int u = 0; u < 40; ++u) {
+      NewUser user;
+      user.username = "late-" + std::to_string(u);
+      user.email = user.username + "@corp.example";
+      user.display_name = user.username;
+      for (int k = 0; k < 4; ++k) {
+        user.groups.push_back(extra[200 + static_cast<std::size_t>((u * 7 + k * 61) % 244)]);
+      }
+      ASSERT_TRUE(jira_->AddUser(user).ok()) << user.username;
+    }
+    CollectingSink sink;
+    auto report = Sync(sink);
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    ASSERT_NO_FATAL_FAILURE(VerifyComplete(sink, *report));
+    EXPECT_EQ(WarningCodes(report->output).count("groups_incomplete"), 0u);
+    std::set<std::string> names;
+    for (const auto& r : sink.OfKind("group")) names.insert(r["name"].asString());
+    std::size_t missing = 0;
+    for (const std::string& name : extra) missing += names.count(name) == 0;
+    EXPECT_EQ(missing, 0u);
+    std::set<std::string> sent;
+    for (const auto& r : RequestsTo("/groups/picker")) {
+      EXPECT_TRUE(sent.insert(r.request.target).second) << "asked twice: " << r.request.target;
+    }
+    std::cout << "cap " << cap << ": " << sent.size() << " picker requests for "
+              << s.groups + extra.size() << " custom groups\n";
+    server_->Stop();
+    ClearRequests();
+  }
 }
 
 // A group picker answer without groups (a proxy page with status 200, a changed API) fails the
