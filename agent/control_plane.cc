@@ -342,22 +342,6 @@ Result<SysTime> ControlPlaneClient::ExtendLease(const std::string& job_id,
   return at;
 }
 
-Status ControlPlaneClient::PostRecords(const std::string& job_id, const std::string& lease_id,
-                                       std::int64_t seq, const Json::Value& records) {
-  const std::string what = "records of job " + Quote(job_id) + " (seq " + std::to_string(seq) + ")";
-  if (!records.isArray()) return InvalidArgument(what + ": records must be a JSON array");
-  Json::Value body(Json::objectValue);
-  body["lease_id"] = lease_id;
-  body["seq"] = static_cast<Json::Int64>(seq);
-  body["records"] = records;
-  CW_ASSIGN_OR_RETURN(
-      http::Response response,
-      Exchange(transport_, what, Post(base_url_ + JobPath(job_id, "records"), body)));
-  CW_ASSIGN_OR_RETURN(Json::Value root, ObjectBody(what, response));
-  (void)root;  // {} — anything the server adds is tolerated
-  return Status::Ok();
-}
-
 Status ControlPlaneClient::PostRecordTexts(const std::string& job_id, const std::string& lease_id,
                                            std::int64_t seq,
                                            const std::vector<std::string>& records) {

@@ -104,11 +104,9 @@ class ControlPlaneClient {
   Result<std::vector<ClaimedJob>> Claim(int max_jobs, int wait_seconds);
   // POST /jobs/{id}/lease; returns the new expiry.
   Result<SysTime> ExtendLease(const std::string& job_id, const std::string& lease_id);
-  // POST /jobs/{id}/records with `records` (a JSON array of at most 1000 records).
-  Status PostRecords(const std::string& job_id, const std::string& lease_id, std::int64_t seq,
-                     const Json::Value& records);
-  // The same with each record given as its canonical JSON (WriteJson of an object), joined into
-  // the body as they are: the body is byte for byte what PostRecords sends for those records.
+  // POST /jobs/{id}/records with at most 1000 records, each given as its canonical JSON (WriteJson
+  // of an object) and joined into the body as it is: the body is WriteJson of {"lease_id",
+  // "records", "seq"}, and the control plane hashes exactly the bytes the producer hashed.
   Status PostRecordTexts(const std::string& job_id, const std::string& lease_id, std::int64_t seq,
                          const std::vector<std::string>& records);
   Status PostResult(const std::string& job_id, const JobResult& result);

@@ -253,9 +253,8 @@ TEST_F(ClientTest, ClaimLeaseResultRoundTrip) {
   EXPECT_GE(*extended, job.lease_expires_at);
 
   // Records are not expected for this job type: a request-level refusal.
-  Json::Value records(Json::arrayValue);
-  records.append(testing::UserRecord("u1"));
-  Status rec = agent_->PostRecords(*job_id, job.lease_id, 0, records);
+  Status rec =
+      agent_->PostRecordTexts(*job_id, job.lease_id, 0, {WriteJson(testing::UserRecord("u1"))});
   EXPECT_EQ(rec.reason(), cp_reason::kRequestRejected) << rec.ToString();
   EXPECT_THAT(rec.message(), HasSubstr("422 records_not_expected"));
 
@@ -478,9 +477,9 @@ TEST(ClientScriptedTest, ClaimTimeoutIsTheWaitPlusAMargin) {
   EXPECT_EQ(t.seen().size(), 1u);
 }
 
-// Records given as their canonical JSON make the same body, byte for byte, as the same records
-// as JSON values (the access sync hashes those bytes; the control plane hashes what it receives);
-// text that is not an object is refused before sending.
+// Records given as their canonical JSON make, byte for byte, the canonical JSON of the whole body
+// (the access sync hashes those bytes; the control plane hashes what it receives); text that is
+// not an object is refused before sending.
 TEST(ClientScriptedTest, RecordTextsMakeTheSameBody) {
   ScriptedTransport t;
   ControlPlaneClient c(t, "https://cp.example/agent/v1");
@@ -499,23 +498,27 @@ TEST(ClientScriptedTest, RecordTextsMakeTheSameBody) {
     records.append(r);
     texts.push_back(WriteJson(r));
   }
-  ASSERT_TRUE(c.PostRecords("job_1", "lease \"1\"", 7, records).ok());
+  // The body the records' values make, serialized canonically as a whole.
+  auto canonical = [](const std::string& lease, std::int64_t seq, const Json::Value& recs) {
+    Json::Value body(Json::objectValue);
+    body["lease_id"] = lease;
+    body["seq"] = static_cast<Json::Int64>(seq);
+    body["records"] = recs;
+    return WriteJson(body);
+  };
   ASSERT_TRUE(c.PostRecordTexts("job_1", "lease \"1\"", 7, texts).ok());
   auto seen = t.seen();
-  ASSERT_EQ(seen.size(), 2u);
-  EXPECT_EQ(seen[1].url, seen[0].url);
-  EXPECT_EQ(seen[1].body, seen[0].body);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].url, "https://cp.example/agent/v1/jobs/job_1/records");
+  EXPECT_EQ(seen[0].body, canonical("lease \"1\"", 7, records));
   // An empty call too.
-  t.Answer(200, "{}");
-  t.Answer(200, "{}");
-  ASSERT_TRUE(c.PostRecords("job_1", "l", 0, Json::Value(Json::arrayValue)).ok());
   ASSERT_TRUE(c.PostRecordTexts("job_1", "l", 0, {}).ok());
   seen = t.seen();
-  ASSERT_EQ(seen.size(), 4u);
-  EXPECT_EQ(seen[3].body, seen[2].body);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].body, canonical("l", 0, Json::Value(Json::arrayValue)));
   EXPECT_EQ(c.PostRecordTexts("job_1", "l", 1, {"[1]"}).code(), Code::kInvalidArgument);
   EXPECT_EQ(c.PostRecordTexts("job_1", "l", 1, {""}).code(), Code::kInvalidArgument);
-  EXPECT_EQ(t.seen().size(), 4u);
+  EXPECT_EQ(t.seen().size(), 2u);
 }
 
 TEST(ClientScriptedTest, JobIdsAreUrlEncodedInPaths) {
@@ -525,7 +528,7 @@ TEST(ClientScriptedTest, JobIdsAreUrlEncodedInPaths) {
   t.Answer(200, "{}");
   t.Answer(200, "{}");
   ASSERT_TRUE(c.ExtendLease("job/../x y?z", "lease_1").ok());
-  ASSERT_TRUE(c.PostRecords("job#1", "lease_1", 4, Json::Value(Json::arrayValue)).ok());
+  ASSERT_TRUE(c.PostRecordTexts("job#1", "lease_1", 4, {}).ok());
   JobResult r;
   r.outcome = JobResult::Outcome::kRejected;
   r.error = {"bad_signature", "the signature does not verify", false};

@@ -84,7 +84,7 @@ void Call(ControlPlaneClient& client, std::string_view call) {
   } else if (call == "lease") {
     CheckFailure(client.ExtendLease("job_1", "lease_1").status());
   } else if (call == "records") {
-    CheckFailure(client.PostRecords("job_1", "lease_1", 0, Json::Value(Json::arrayValue)));
+    CheckFailure(client.PostRecordTexts("job_1", "lease_1", 0, {}));
   } else if (call == "result") {
     JobResult result;
     result.lease_id = "lease_1";
