@@ -928,6 +928,7 @@ Status SyncRun::PatPage(std::int64_t page) {
   std::vector<std::string> owners;
   std::vector<Json::Value> records;
   for (const Json::Value& t : j["values"]) {
+    if (!t.isObject()) continue;  // jsoncpp throws for a member of anything else
     const Json::Value& owner = t["userProfileResource"];
     auto owner_key = owner.isObject() ? OptString(owner, "key") : std::nullopt;
     if (owner_key) owners.push_back(*owner_key);

@@ -106,10 +106,10 @@ Result<User> ParseUser(const Json::Value& j, Flavor flavor) {
 }
 
 Result<GlobalPermissions> ParsePermissions(const Json::Value& j) {
-  const Json::Value& perms = j["permissions"];
-  if (!j.isObject() || !perms.isObject()) {
+  if (!j.isObject() || !j["permissions"].isObject()) {
     return JiraInternal("Jira's mypermissions answer has no permissions");
   }
+  const Json::Value& perms = j["permissions"];
   auto have = [&](const char* key) {
     return perms[key].isObject() && perms[key]["havePermission"].isBool() &&
            perms[key]["havePermission"].asBool();

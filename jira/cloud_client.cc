@@ -162,7 +162,7 @@ class CloudClient final : public internal::RestJiraClient {
     check.path = {"users", user.id, "manage"};
     CW_ASSIGN_OR_RETURN(RestReply can, Expect2xx(*org_.api, check, org_.auth, stop,
                                                  "GET organization users/{id}/manage"));
-    const Json::Value& p = can.json[lifecycle];
+    const Json::Value& p = can.json.isObject() ? can.json[lifecycle] : Json::Value::nullSingleton();
     const bool allowed = p.isObject() && p["allowed"].isBool() && p["allowed"].asBool();
     if (!allowed) {
       const std::string why =
