@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -62,11 +63,22 @@ std::string_view NextRecord(std::string_view& text) {
   return record;
 }
 
+// Splits a status line into its first word and the route after it ("" when none: a route starts
+// with '/').
+std::string_view SplitRoute(std::string_view line, std::string& route) {
+  line = Trim(line);
+  const std::size_t space = line.find_first_of(" \t");
+  if (space == std::string_view::npos) return line;
+  const std::string_view rest = Trim(line.substr(space + 1));
+  if (!rest.empty() && rest.front() == '/') route = std::string(rest);
+  return line.substr(0, space);
+}
+
 ScriptedAnswer ParseRecord(std::string_view record) {
   ScriptedAnswer answer;
   std::string_view status_line = TakeLine(record);
   if (!status_line.empty() && status_line.front() == '!') {
-    const std::string_view kind = Trim(status_line.substr(1));
+    const std::string_view kind = SplitRoute(status_line.substr(1), answer.route);
     if (kind == "timeout") {
       answer.failure_reason = http::reason::kTimeout;
     } else if (kind == "tls") {
@@ -81,7 +93,7 @@ ScriptedAnswer ParseRecord(std::string_view record) {
     return answer;
   }
   long status = 0;
-  for (char c : Trim(status_line)) {
+  for (char c : SplitRoute(status_line, answer.route)) {
     if (c < '0' || c > '9' || status > 999) break;
     status = status * 10 + (c - '0');
   }
@@ -116,8 +128,10 @@ std::deque<ScriptedAnswer> ParseScript(std::string_view text, std::size_t max_an
   return out;
 }
 
-std::string FormatAnswer(const http::Response& response) {
-  std::string out = "@" + std::to_string(response.status) + "\n";
+std::string FormatAnswer(const http::Response& response, std::string_view route) {
+  std::string out = "@" + std::to_string(response.status);
+  if (!route.empty()) out += " " + std::string(route);
+  out += "\n";
   for (const auto& h : response.headers) {
     if (h.name == "content-length" || h.name == "connection" || h.name == "keep-alive") continue;
     out += h.name + ": " + h.value + "\n";
@@ -129,15 +143,33 @@ std::string FormatAnswer(const http::Response& response) {
   return out;
 }
 
+std::string_view UrlPath(std::string_view url) {
+  const std::size_t scheme = url.find("://");
+  if (scheme != std::string_view::npos) url.remove_prefix(scheme + 3);
+  const std::size_t slash = url.find('/');
+  if (slash == std::string_view::npos) return "/";
+  url.remove_prefix(slash);
+  return url.substr(0, url.find_first_of("?#"));
+}
+
 Result<http::Response> ScriptedTransport::Send(const http::Request& request) {
-  (void)request;
+  const std::string_view path = UrlPath(request.url);
   std::lock_guard lock(mu_);
   ++requests_;
-  if (answers_.empty()) {
+  // The first answer routed to this path, else the first unrouted one.
+  auto it = std::find_if(answers_.begin(), answers_.end(), [&](const ScriptedAnswer& a) {
+    return !a.route.empty() && path.size() >= a.route.size() &&
+           path.substr(path.size() - a.route.size()) == a.route;
+  });
+  if (it == answers_.end()) {
+    it = std::find_if(answers_.begin(), answers_.end(),
+                      [](const ScriptedAnswer& a) { return a.route.empty(); });
+  }
+  if (it == answers_.end()) {
     return Status(Code::kUnavailable, "the script has no more answers", http::reason::kProtocol);
   }
-  ScriptedAnswer a = std::move(answers_.front());
-  answers_.pop_front();
+  ScriptedAnswer a = std::move(*it);
+  answers_.erase(it);
   if (a.failure_reason) {
     return Status(Code::kUnavailable, "scripted transport failure", *a.failure_reason);
   }

@@ -22,6 +22,17 @@
 //                              tls, connect)
 //
 // When the script runs out, every further request fails as a reset connection.
+//
+// Routed answers. A status line may name a path after the status (or failure reason):
+//
+//   @200 /rest/api/2/group/member
+//   @!reset /rest/api/2/user/list
+//
+// Such an answer goes only to a request whose URL path (without the query) ends with that path,
+// in script order among the answers routed to it; a request no routed answer is left for takes the
+// next unrouted answer. Unrouted answers keep the plain queue order, so scripts without routes
+// mean what they always meant. Routes let a script answer fetches that run concurrently (the
+// access sync's pages), whose relative order is not fixed.
 #pragma once
 
 #include <chrono>
@@ -63,15 +74,20 @@ std::string_view TakeLine(std::string_view& text);
 struct ScriptedAnswer {
   std::optional<std::string> failure_reason;  // http::reason::*
   http::Response response;
+  std::string route;  // "" (the queue) or a path the request's URL path must end with
 };
 
 // Parses the script format above. Bounded: at most `max_answers` answers.
 std::deque<ScriptedAnswer> ParseScript(std::string_view text, std::size_t max_answers = 64);
 
-// Serialises answers back into the script format (the seed generator writes corpora with it).
-std::string FormatAnswer(const http::Response& response);
+// Serialises answers back into the script format (the seed generator writes corpora with it);
+// `route`, when not empty, is written on the status line.
+std::string FormatAnswer(const http::Response& response, std::string_view route = {});
 
-// A Transport that answers from a script, in order; records the requests' method and URL.
+// The path of an http(s) URL, without scheme, host and query ("/" when it has none).
+std::string_view UrlPath(std::string_view url);
+
+// A Transport that answers from a script: routed answers by path, the others in order.
 class ScriptedTransport final : public http::Transport {
  public:
   explicit ScriptedTransport(std::deque<ScriptedAnswer> answers) : answers_(std::move(answers)) {}

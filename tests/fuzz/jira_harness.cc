@@ -1,9 +1,16 @@
 #include "tests/fuzz/jira_harness.h"
 
+#include <openssl/sha.h>
+#include <stdlib.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <set>
 
+#include "base/encoding.h"
 #include "base/json.h"
+#include "jira/access_sync.h"
 #include "jira/errors.h"
 #include "jira/health.h"
 #include "jira/jobs.h"
@@ -34,6 +41,135 @@ void CheckNoCanary(std::string_view text, std::string_view input, const char* wh
   for (const auto& canary : JiraCanaries()) {
     if (input.find(canary) != std::string_view::npos) continue;
     FuzzCheck(text.find(canary) == std::string_view::npos, where);
+  }
+}
+
+bool StringOrNull(const Json::Value& v) { return v.isString() || v.isNull(); }
+
+bool StringArray(const Json::Value& v) {
+  if (!v.isArray()) return false;
+  return std::all_of(v.begin(), v.end(), [](const Json::Value& e) { return e.isString(); });
+}
+
+bool OneOf(const Json::Value& v, std::initializer_list<std::string_view> values) {
+  if (!v.isString()) return false;
+  const std::string text = v.asString();
+  return std::find(values.begin(), values.end(), text) != values.end();
+}
+
+// The process's scratch parent for access syncs (a temp folder, removed at exit); each sync's
+// scratch folder under it is removed after the sync.
+const std::filesystem::path& SyncScratchParent() {
+  static const std::filesystem::path parent = [] {
+    std::error_code ec;
+    std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
+    if (ec) tmp = "/tmp";
+    std::string templ = (tmp / "cakewalk-fuzz-sync-XXXXXX").string();
+    FuzzCheck(::mkdtemp(templ.data()) != nullptr, "a temp folder for the access sync's scratch");
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(SyncScratchParent(), ignored);
+    });
+    return std::filesystem::path(templ);
+  }();
+  return parent;
+}
+
+// Keeps every record text, after checking it is a JSON object in canonical form; Finish counts
+// pages of 1000 as the job loop posts them.
+class CollectingSink final : public jira::SyncRecordSink {
+ public:
+  explicit CollectingSink(std::vector<std::string>& records) : records_(records) {}
+  Status Write(std::string record_json) override {
+    auto record = ParseJson(record_json, "an access sync record");
+    FuzzCheck(record.ok() && record->isObject(), "an access sync record is a JSON object");
+    FuzzCheck(WriteJson(*record) == record_json, "an access sync record is canonical JSON");
+    records_.push_back(std::move(record_json));
+    return Status::Ok();
+  }
+  Result<std::int64_t> Finish() override {
+    pages_ = static_cast<std::int64_t>((records_.size() + 999) / 1000);
+    return pages_;
+  }
+  std::int64_t pages() const { return pages_; }
+
+ private:
+  std::vector<std::string>& records_;
+  std::int64_t pages_ = 0;
+};
+
+// The documented fields of each record kind (docs/protocol.md §12).
+void CheckSyncRecord(const Json::Value& r) {
+  const std::string kind = r["kind"].isString() ? r["kind"].asString() : "";
+  if (kind == "user") {
+    std::set<std::string> expected = {"kind",        "id",    "username",  "email",  "display_name",
+                                      "active",      "human", "nhi_type",  "groups", "products",
+                                      "permissions", "level", "last_login"};
+    if (r.isMember("nhi_reason")) expected.insert("nhi_reason");
+    FuzzCheck(Keys(r) == expected, "a user record has exactly the documented fields");
+    FuzzCheck(r["id"].isString() && StringOrNull(r["username"]) && StringOrNull(r["email"]) &&
+                  r["display_name"].isString() && r["active"].isBool() && r["human"].isBool(),
+              "a user record's fields have their types");
+    FuzzCheck(r["human"].asBool()
+                  ? r["nhi_type"].isNull()
+                  : OneOf(r["nhi_type"], {"app", "service_account", "bot", "system", "customer"}),
+              "a user record's nhi_type is null for humans, else a documented type");
+    FuzzCheck(!r.isMember("nhi_reason") || r["nhi_reason"].isString(), "nhi_reason is a string");
+    FuzzCheck(
+        StringArray(r["groups"]) && StringArray(r["products"]) && StringArray(r["permissions"]),
+        "a user record's groups, products and permissions are arrays of strings");
+    FuzzCheck(OneOf(r["level"], {"system_admin", "admin", "user", "no_access"}),
+              "a user record's level is documented");
+    FuzzCheck(StringOrNull(r["last_login"]), "a user record's last_login is a string or null");
+  } else if (kind == "group") {
+    FuzzCheck(Keys(r) == std::set<std::string>{"kind", "id", "name", "member_count"},
+              "a group record has exactly the documented fields");
+    FuzzCheck(r["id"].isString() && r["name"].isString() && r["member_count"].isIntegral() &&
+                  r["member_count"].asInt64() >= 0,
+              "a group record's fields have their types");
+  } else {
+    FuzzCheck(kind == "credential", "a record's kind is user, group or credential");
+    FuzzCheck(Keys(r) == std::set<std::string>{"kind", "id", "nhi_type", "name", "owner_id",
+                                               "created_at", "expires_at", "last_used_at"},
+              "a credential record has exactly the documented fields");
+    FuzzCheck(r["id"].isString() && r["name"].isString() && StringOrNull(r["owner_id"]) &&
+                  StringOrNull(r["created_at"]) && StringOrNull(r["expires_at"]) &&
+                  StringOrNull(r["last_used_at"]),
+              "a credential record's fields have their types");
+    FuzzCheck(OneOf(r["nhi_type"],
+                    {"personal_access_token", "api_token", "oauth_client", "application_link"}),
+              "a credential record's nhi_type is documented");
+  }
+}
+
+bool Count(const Json::Value& v) { return v.isIntegral() && v.asInt64() >= 0; }
+
+void CheckSyncOutput(const Json::Value& out) {
+  std::set<std::string> expected = {"counts", "records", "pages", "sha256", "duration_ms"};
+  if (out.isMember("warnings")) expected.insert("warnings");
+  FuzzCheck(Keys(out) == expected, "access sync output fields");
+  const Json::Value& counts = out["counts"];
+  FuzzCheck(counts.isObject() && Keys(counts) == std::set<std::string>{"users", "groups",
+                                                                       "non_human", "credentials"},
+            "access sync counts fields");
+  FuzzCheck(Count(counts["users"]) && Count(counts["groups"]) && Count(counts["non_human"]) &&
+                Count(counts["credentials"]) && Count(out["records"]) && Count(out["pages"]) &&
+                Count(out["duration_ms"]),
+            "access sync counts are whole numbers");
+  const Json::Value& sha = out["sha256"];
+  FuzzCheck(sha.isString() && sha.asString().size() == 64 &&
+                sha.asString().find_first_not_of("0123456789abcdef") == std::string::npos,
+            "access sync sha256 is lower-case hex");
+  if (!out.isMember("warnings")) return;
+  FuzzCheck(out["warnings"].isArray(), "access sync warnings are an array");
+  for (const Json::Value& w : out["warnings"]) {
+    FuzzCheck(w.isObject() && Keys(w) == std::set<std::string>{"code", "message"} &&
+                  w["code"].isString() && w["message"].isString(),
+              "an access sync warning is {code, message}");
+    const std::string code = w["code"].asString();
+    FuzzCheck(!code.empty() && code.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                                   std::string::npos,
+              "an access sync warning code is snake_case");
   }
 }
 
@@ -86,6 +222,12 @@ const std::vector<JiraScenario>& JiraScenarios() {
       {"cloud.remove_member", jira::Flavor::kCloud, false, "remove_member",
        R"({"user": {"account_id": "5b10ac8d82e05b22cc7d4ef5"}, "group": "developers"})"},
       {"cloud.health", jira::Flavor::kCloud, true, "health", "{}"},
+      {"dc.access_sync", jira::Flavor::kDataCenter, false, "access_sync", "{}"},
+      {"dc.access_sync.oauth", jira::Flavor::kDataCenter, true, "access_sync", "{}"},
+      {"dc.access_sync.groups", jira::Flavor::kDataCenter, false, "access_sync",
+       R"({"include": ["groups", "non_human"]})"},
+      {"cloud.access_sync", jira::Flavor::kCloud, false, "access_sync", "{}"},
+      {"cloud.access_sync.oauth", jira::Flavor::kCloud, true, "access_sync", "{}"},
   };
   return kScenarios;
 }
@@ -183,6 +325,25 @@ Result<Json::Value> JiraHarness::Run(std::string_view job, const Json::Value& pa
   if (job == "deprovision") return jira::RunDeprovision(*c, params, stop);
   if (job == "add_member") return jira::RunGroupMembership(*c, params, true, stop);
   if (job == "remove_member") return jira::RunGroupMembership(*c, params, false, stop);
+  if (job == "access_sync") {
+    // One fetch at a time: the script's answers then meet the requests in a repeatable order
+    // (routed answers cover what still runs concurrently with the emitting thread).
+    jira::AccessSyncOptions options;
+    options.max_concurrency = 1;
+    options.initial_concurrency = 1;
+    options.scratch_dir = SyncScratchParent() / "scratch";
+    options.scratch_cache_kib = 256;
+    options.retry.max_attempts = 3;
+    options.nhi_patterns = {"svc-*", "*-bot"};
+    sync_records_.clear();
+    CollectingSink sink(sync_records_);
+    auto report = jira::RunAccessSync(*c, params, options, sink, stop);
+    sync_pages_ = sink.pages();
+    std::error_code ignored;
+    std::filesystem::remove_all(options.scratch_dir, ignored);
+    if (!report.ok()) return report.status();
+    return std::move(report->output);
+  }
   const jira::ConnectionHealth health = jira::CheckConnection(*c, stop);
   Json::Value lines(Json::arrayValue);
   for (const auto& check : health.checks) {
@@ -245,6 +406,8 @@ void CheckJobOutcome(std::string_view job, const Result<Json::Value>& outcome,
                                            "products_granted", "products_already"},
         "provision output fields");
     CheckUser(out["user"], true);
+  } else if (job == "access_sync") {
+    CheckSyncOutput(out);
   } else if (job == "deprovision") {
     FuzzCheck(Keys(out) == std::set<std::string>{"user", "groups_removed", "products_revoked",
                                                  "deactivated", "deleted", "already"},
@@ -268,6 +431,60 @@ void CheckRequests(const JiraHarness& harness) {
     if (!configured) std::fprintf(stderr, "request to an unconfigured place: %s\n", url.c_str());
     FuzzCheck(configured, "every request goes to a configured base URL");
   }
+}
+
+}  // namespace cakewalk::fuzz
+
+namespace cakewalk::fuzz {
+
+void CheckSyncRecords(const JiraHarness& harness, const Result<Json::Value>& outcome,
+                      std::string_view input) {
+  const auto& texts = harness.sync_records();
+  std::int64_t users = 0, groups = 0, credentials = 0, non_human = 0;
+  std::set<std::string> user_ids;
+  std::string all;
+  for (const std::string& text : texts) {
+    CheckNoCanary(text, input, "an access sync record contains a credential");
+    auto record = ParseJson(text, "an access sync record");
+    FuzzCheck(record.ok(), "an access sync record parses");
+    CheckSyncRecord(*record);
+    const std::string kind = (*record)["kind"].asString();
+    if (kind == "user") {
+      ++users;
+      if (!(*record)["human"].asBool()) ++non_human;
+      FuzzCheck(user_ids.insert((*record)["id"].asString()).second,
+                "every user appears exactly once");
+    } else if (kind == "group") {
+      ++groups;
+    } else {
+      ++credentials;
+    }
+    all += text;
+  }
+  if (!outcome.ok()) {
+    // The pool turns an exception of a fetch task into an internal failure: a parser that threw.
+    if (outcome.status().message().find("task threw") != std::string::npos) {
+      std::fprintf(stderr, "access sync: %s\n", outcome.status().message().c_str());
+    }
+    FuzzCheck(outcome.status().message().find("task threw") == std::string::npos,
+              "no access sync task throws");
+    return;
+  }
+  const Json::Value& out = *outcome;
+  FuzzCheck(out["counts"]["users"].asInt64() == users &&
+                out["counts"]["groups"].asInt64() == groups &&
+                out["counts"]["credentials"].asInt64() == credentials &&
+                out["counts"]["non_human"].asInt64() == non_human,
+            "access sync counts are those of the records sent");
+  FuzzCheck(out["records"].asInt64() == static_cast<std::int64_t>(texts.size()),
+            "access sync records is the number of records sent");
+  FuzzCheck(out["pages"].asInt64() == harness.sync_pages(),
+            "access sync pages is what the sink said");
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(all.data()), all.size(), digest);
+  FuzzCheck(
+      out["sha256"].asString() == HexEncode(std::span<const std::uint8_t>(digest, sizeof digest)),
+      "access sync sha256 is over the records sent, in order");
 }
 
 }  // namespace cakewalk::fuzz

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +30,7 @@
 namespace cakewalk::fuzz {
 namespace {
 
+using testing::ApplicationLinkSpec;
 using testing::FakeHttpsServer;
 using testing::FakeJira;
 using testing::FakeJiraOptions;
@@ -37,25 +39,42 @@ using testing::JiraFlavor;
 using testing::NewUser;
 using testing::OAuthClientSpec;
 using testing::ServerOptions;
+using testing::SiteSpec;
 using testing::TestCa;
 
 constexpr char kAliceCloudId[] = "5b10ac8d82e05b22cc7d4ef5";
 
-// Records every answer of the inner transport while `recording` is set.
+// The route an answer to `url` is written with: its path from "/rest/" on (the Cloud gateway's
+// /ex/jira/{cloudId} and the fake's prefixes left out), else the whole path.
+std::string RouteOf(const std::string& url) {
+  const std::string_view path = UrlPath(url);
+  const std::size_t rest = path.find("/rest/");
+  return std::string(rest == std::string_view::npos ? path : path.substr(rest));
+}
+
+// Records every answer of the inner transport while `recording` is set; with `routed`, each
+// answer carries its request's path (fuzz_support.h), for concurrent fetches.
 class Recorder final : public http::Transport {
  public:
-  explicit Recorder(std::unique_ptr<http::Transport> inner) : inner_(std::move(inner)) {}
+  Recorder(std::unique_ptr<http::Transport> inner, bool routed)
+      : inner_(std::move(inner)), routed_(routed) {}
   Result<http::Response> Send(const http::Request& request) override {
     auto r = inner_->Send(request);
     std::lock_guard lock(mu_);
     if (recording_) {
+      const std::string route = routed_ ? RouteOf(request.url) : std::string();
       if (r.ok()) {
-        script_ += FormatAnswer(*r);
+        script_ += FormatAnswer(*r, route);
       } else {
-        script_ += "@!reset\n";
+        script_ += "@!reset" + (route.empty() ? "" : " " + route) + "\n";
       }
     }
+    if (r.ok() && adjust_) adjust_(request, *r);
     return r;
+  }
+  // Changes what the connector gets after the answer was recorded as the fake sent it.
+  void Adjust(std::function<void(const http::Request&, http::Response&)> adjust) {
+    adjust_ = std::move(adjust);
   }
   std::optional<std::chrono::seconds> LastClockSkew() const override {
     return inner_->LastClockSkew();
@@ -72,6 +91,8 @@ class Recorder final : public http::Transport {
 
  private:
   std::unique_ptr<http::Transport> inner_;
+  const bool routed_;
+  std::function<void(const http::Request&, http::Response&)> adjust_;
   mutable std::mutex mu_;
   bool recording_ = false;
   std::string script_;
@@ -131,11 +152,43 @@ int Generate(const JiraScenario& scenario, const std::string& version, const std
   t.ca_file = ca_file.string();
   auto curl = http::CurlTransport::Create(std::move(t));
   if (!curl.ok()) return Fail(curl.status().ToString());
-  auto recorder = std::make_shared<Recorder>(std::move(curl).value());
+  const bool sync = scenario.job == "access_sync";
+  auto recorder = std::make_shared<Recorder>(std::move(curl).value(), sync);
+  if (cloud && scenario.oauth_sync) {
+    // The fake names the harness's site in accessible-resources (as the transcript must); the
+    // connector here is configured with the fake's own address, which the grant must cover.
+    recorder->Adjust([&](const http::Request& request, http::Response& response) {
+      if (UrlPath(request.url).ends_with("/oauth/token/accessible-resources")) {
+        ReplaceAll(response.body, defaults.base_url, base);
+      }
+    });
+  }
   JiraHarness harness(s, recorder, &clock);
   MemoryCredentials& creds = harness.credentials();
   const auto& canaries = JiraCanaries();
 
+  if (sync) {
+    // A small site, so that a run stays quick: a few users (some non-human, some inactive, some
+    // owning tokens) in a few groups besides the standard ones. (GenerateSite needs a fake
+    // without users: first.)
+    SiteSpec site;
+    site.seed = 7;
+    site.users = 6;
+    site.groups = 2;
+    site.memberships = 5;
+    site.non_human_fraction = 0.4;
+    site.inactive_fraction = 0.2;
+    site.hidden_email_fraction = 0.2;
+    site.pat_owner_fraction = 0.5;
+    if (Status g = jira.GenerateSite(site); !g.ok()) return Fail("site: " + g.ToString());
+    if (!cloud) {
+      ApplicationLinkSpec link;
+      link.id = "8a3c5e2f-1b4d-3a6c-9e8f-0d1c2b3a4f5e";
+      link.name = "Confluence";
+      link.display_url = "https://wiki.corp.example";
+      if (!jira.AddApplicationLink(link).ok()) return Fail("application link");
+    }
+  }
   // The site: the connection's admin, alice in developers and the product group, a group.
   NewUser admin;
   if (cloud) {
@@ -183,6 +236,8 @@ int Generate(const JiraScenario& scenario, const std::string& version, const std
     client.redirect_uris = {s.oauth.redirect_uri};
     client.scopes = cloud ? std::vector<std::string>{"read:jira-user", "offline_access"}
                           : std::vector<std::string>{"READ"};
+    // Cloud's applicationrole (read by access sync) needs the configuration scope.
+    if (cloud && sync) client.scopes.push_back("manage:jira-configuration");
     if (!jira.AddOAuthClient(client).ok()) return Fail("oauth client");
     auto connection = harness.connection();
     if (!connection.ok()) return Fail(connection.status().ToString());
@@ -235,9 +290,13 @@ int main(int argc, char** argv) {
     failures += cakewalk::fuzz::Generate(scenario, "10.3.4", name, out);
     if (scenario.flavor == cakewalk::jira::Flavor::kDataCenter &&
         (scenario.job == "provision" || scenario.job == "verify" ||
-         name == "dc.deprovision.deactivate")) {
+         name == "dc.deprovision.deactivate" || name == "dc.access_sync")) {
       failures += cakewalk::fuzz::Generate(scenario, "9.17.2", name + "@9.17", out);
       failures += cakewalk::fuzz::Generate(scenario, "11.0.1", name + "@11.0", out);
+    }
+    if (name == "dc.access_sync") {
+      // 10.0-10.2: users come from the group members (user/search stops at 100).
+      failures += cakewalk::fuzz::Generate(scenario, "10.0.1", name + "@10.0", out);
     }
   }
   std::filesystem::remove(out / ".seed-ca.pem");
