@@ -577,6 +577,12 @@ Status SyncRun::DiscoverDcGroups() {
                    std::to_string(missing) +
                    " group(s) could not be listed through it; their members are missing");
   }
+  // The index (a suffix per character of every name, a count per query) is needed by nothing
+  // after discovery; the members' pages are still coming in, so its memory is given back now.
+  picker_names_ = GroupNameIndex();
+  asked = {};
+  narrowed = {};
+  ReleaseFreedMemory();
   return Status::Ok();
 }
 
