@@ -4,7 +4,6 @@
 #include <stdlib.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -57,22 +56,15 @@ bool OneOf(const Json::Value& v, std::initializer_list<std::string_view> values)
   return std::find(values.begin(), values.end(), text) != values.end();
 }
 
-// The process's scratch parent for access syncs (a temp folder, removed at exit); each sync's
-// scratch folder under it is removed after the sync.
-const std::filesystem::path& SyncScratchParent() {
-  static const std::filesystem::path parent = [] {
-    std::error_code ec;
-    std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
-    if (ec) tmp = "/tmp";
-    std::string templ = (tmp / "cakewalk-fuzz-sync-XXXXXX").string();
-    FuzzCheck(::mkdtemp(templ.data()) != nullptr, "a temp folder for the access sync's scratch");
-    std::atexit([] {
-      std::error_code ignored;
-      std::filesystem::remove_all(SyncScratchParent(), ignored);
-    });
-    return std::filesystem::path(templ);
-  }();
-  return parent;
+// A fresh temp folder for one access sync's scratch file (the caller removes it after the sync;
+// per run, so that no exit path of the fuzzer leaves one behind but a crash).
+std::filesystem::path NewSyncScratch() {
+  std::error_code ec;
+  std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
+  if (ec) tmp = "/tmp";
+  std::string templ = (tmp / "cakewalk-fuzz-sync-XXXXXX").string();
+  FuzzCheck(::mkdtemp(templ.data()) != nullptr, "a temp folder for the access sync's scratch");
+  return templ;
 }
 
 // Keeps every record text, after checking it is a JSON object in canonical form; Finish counts
@@ -331,7 +323,7 @@ Result<Json::Value> JiraHarness::Run(std::string_view job, const Json::Value& pa
     jira::AccessSyncOptions options;
     options.max_concurrency = 1;
     options.initial_concurrency = 1;
-    options.scratch_dir = SyncScratchParent() / "scratch";
+    options.scratch_dir = NewSyncScratch();
     options.scratch_cache_kib = 256;
     options.retry.max_attempts = 3;
     options.nhi_patterns = {"svc-*", "*-bot"};
