@@ -15,35 +15,14 @@
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
 #include "tests/fakes/jira/fake_jira_test_util.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/fake_clock.h"
-#include "tests/support/pki.h"
 #include "tests/support/temp_dir.h"
 
 extern char** environ;
 
 namespace cakewalk::testing {
 namespace {
-
-class ServedJira {
- public:
-  explicit ServedJira(FakeJiraOptions options) : jira(options) {
-    ca_ = TestCa::Create("fake-jira net test CA");
-    auto leaf = ca_->Issue(TestCa::LeafOptions{});
-    EXPECT_TRUE(leaf.ok());
-    ServerOptions so;
-    so.certificate_chain_pem = leaf->chain_pem;
-    so.private_key_pem = leaf->key_pem;
-    server_ = FakeHttpsServer::Start(so, [this](const HttpRequest& r) { return jira.Handle(r); });
-  }
-  HttpsClient Client() const { return HttpsClient(ca_->cert_pem()); }
-  std::string url(const std::string& path) const { return server_->base_url() + path; }
-
-  FakeJira jira;
-
- private:
-  std::unique_ptr<TestCa> ca_;
-  std::unique_ptr<FakeHttpsServer> server_;
-};
 
 std::string BasicHeader(const std::string& user, const std::string& password) {
   return "Authorization: Basic " + Base64Encode(AsBytes(user + ":" + password));
@@ -53,69 +32,75 @@ TEST(FakeJiraNetTest, ServesOverTlsWithSelfLinksAndDateFromItsClock) {
   FakeClock clock;
   FakeJiraOptions o;
   o.clock = &clock;
-  ServedJira served(o);
+  auto started = ServedJira::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ServedJira& served = **started;
   NewUser admin;
   admin.username = "admin";
   admin.email = "admin@corp.example";
   admin.password = "net-admin-pw";
   admin.groups = {"jira-administrators", "jira-software-users"};
-  ASSERT_TRUE(served.jira.AddUser(admin).ok());
-  HttpsClient client = served.Client();
-  ClientResponse info = client.Get(served.url("/rest/api/2/serverInfo"));
+  ASSERT_TRUE(served.jira().AddUser(admin).ok());
+  HttpsClient client(served.ca_pem());
+  ClientResponse info = client.Get(served.base_url() + "/rest/api/2/serverInfo");
   ASSERT_EQ(info.curl_code, 0) << info.curl_error;
   EXPECT_EQ(info.status, 200);
-  EXPECT_EQ(info.Json()["baseUrl"].asString(), served.url(""));
+  EXPECT_EQ(info.Json()["baseUrl"].asString(), served.base_url());
   EXPECT_EQ(info.Header("date"), FormatHttpDate(clock.Now()));
-  ClientResponse me = client.Request("GET", served.url("/rest/api/2/myself?expand=groups"), {},
-                                     {BasicHeader("admin", "net-admin-pw")});
+  ClientResponse me = client.Request("GET", served.base_url() + "/rest/api/2/myself?expand=groups",
+                                     {}, {BasicHeader("admin", "net-admin-pw")});
   EXPECT_EQ(me.status, 200);
-  EXPECT_EQ(me.Json()["self"].asString(), served.url("/rest/api/2/user?username=admin"));
+  EXPECT_EQ(me.Json()["self"].asString(), served.base_url() + "/rest/api/2/user?username=admin");
   EXPECT_EQ(me.Json()["groups"]["size"].asInt(), 2);
 }
 
 TEST(FakeJiraNetTest, TransportFaultsReachTheClient) {
   FakeJiraOptions o;
-  ServedJira served(o);
-  HttpsClient client = served.Client();
+  auto started = ServedJira::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ServedJira& served = **started;
+  HttpsClient client(served.ca_pem());
   FaultRule reset;
   reset.transport.kind = Fault::kResetBeforeHeaders;
-  served.jira.QueueFault(reset);
-  ClientResponse r1 = client.Get(served.url("/rest/api/2/serverInfo"));
+  served.jira().QueueFault(reset);
+  ClientResponse r1 = client.Get(served.base_url() + "/rest/api/2/serverInfo");
   EXPECT_NE(r1.curl_code, 0);
   FaultRule truncate;
   truncate.transport.kind = Fault::kTruncateBody;
-  served.jira.QueueFault(truncate);
-  ClientResponse r2 = client.Get(served.url("/rest/api/2/serverInfo"));
+  served.jira().QueueFault(truncate);
+  ClientResponse r2 = client.Get(served.base_url() + "/rest/api/2/serverInfo");
   EXPECT_NE(r2.curl_code, 0);
   FaultRule html;
   html.status = 503;
   html.html = true;
-  served.jira.QueueFault(html);
-  ClientResponse r3 = client.Get(served.url("/rest/api/2/serverInfo"));
+  served.jira().QueueFault(html);
+  ClientResponse r3 = client.Get(served.base_url() + "/rest/api/2/serverInfo");
   EXPECT_EQ(r3.status, 503);
   EXPECT_NE(r3.Header("content-type").find("text/html"), std::string::npos);
-  ClientResponse r4 = client.Get(served.url("/rest/api/2/serverInfo"));
+  ClientResponse r4 = client.Get(served.base_url() + "/rest/api/2/serverInfo");
   EXPECT_EQ(r4.curl_code, 0);
   EXPECT_EQ(r4.status, 200);
 }
 
 TEST(FakeJiraNetTest, TwoStepLoginOverTheWire) {
   FakeJiraOptions o;
-  ServedJira served(o);
+  auto started = ServedJira::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ServedJira& served = **started;
   NewUser admin;
   admin.username = "admin";
   admin.email = "admin@corp.example";
   admin.password = "net-admin-pw";
   admin.groups = {"jira-administrators"};
-  ASSERT_TRUE(served.jira.AddUser(admin).ok());
+  ASSERT_TRUE(served.jira().AddUser(admin).ok());
   std::vector<std::uint8_t> seed(20, 0x5a);
-  ASSERT_TRUE(served.jira.EnrolTotp("admin", seed).ok());
-  HttpsClient client = served.Client();
+  ASSERT_TRUE(served.jira().EnrolTotp("admin", seed).ok());
+  HttpsClient client(served.ca_pem());
   Json::Value login;
   login["username"] = "admin";
   login["password"] = "net-admin-pw";
-  ClientResponse step1 =
-      client.Post(served.url("/rest/tsv/1.0/authenticate"), login, {"X-Atlassian-Token: no-check"});
+  ClientResponse step1 = client.Post(served.base_url() + "/rest/tsv/1.0/authenticate", login,
+                                     {"X-Atlassian-Token: no-check"});
   ASSERT_EQ(step1.status, 412) << step1.body;
   Json::Value code;
   code["conversationId"] = step1.Json()["conversationId"];
@@ -123,8 +108,8 @@ TEST(FakeJiraNetTest, TwoStepLoginOverTheWire) {
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
   code["totpCode"] = ExpectedTotp(seed, now);
-  ClientResponse step2 = client.Post(served.url("/rest/tsv/1.0/authenticate/totp-code"), code,
-                                     {"X-Atlassian-Token: no-check"});
+  ClientResponse step2 = client.Post(served.base_url() + "/rest/tsv/1.0/authenticate/totp-code",
+                                     code, {"X-Atlassian-Token: no-check"});
   ASSERT_EQ(step2.status, 204) << step2.body;
   std::string cookie;
   for (const auto& [name, value] : step2.headers) {
@@ -134,7 +119,7 @@ TEST(FakeJiraNetTest, TwoStepLoginOverTheWire) {
   EXPECT_NE(cookie.find("JSESSIONID="), std::string::npos);
   EXPECT_NE(cookie.find("atlassian.xsrf.token="), std::string::npos);
   ClientResponse me =
-      client.Request("GET", served.url("/rest/api/2/myself"), {}, {"Cookie: " + cookie});
+      client.Request("GET", served.base_url() + "/rest/api/2/myself", {}, {"Cookie: " + cookie});
   EXPECT_EQ(me.status, 200);
   EXPECT_EQ(me.Json()["name"].asString(), "admin");
 }
