@@ -11,30 +11,19 @@
 
 namespace cakewalk::testing {
 
-Result<std::unique_ptr<ServedJira>> ServedJira::Start(
+Result<std::unique_ptr<ServedJira>> ServeJiraWithAdmin(
     const std::string& admin_password, FakeJiraOptions options,
     const std::function<Status(FakeJira&)>& seed) {
-  std::unique_ptr<ServedJira> s(new ServedJira());
-  s->ca_ = TestCa::Create("Cakewalk Test Jira CA");
-  if (s->ca_ == nullptr) return Internal("test CA creation failed");
-  s->ca_pem_ = s->ca_->cert_pem();
-  CW_ASSIGN_OR_RETURN(KeyAndCert leaf, s->ca_->Issue({}));
-  s->jira_ = std::make_unique<FakeJira>(std::move(options));
-  if (seed) CW_RETURN_IF_ERROR(seed(*s->jira_));
+  CW_ASSIGN_OR_RETURN(std::unique_ptr<ServedJira> served, ServedJira::Start(std::move(options)));
+  if (seed) CW_RETURN_IF_ERROR(seed(served->jira()));
   NewUser admin;
   admin.username = "svc-cakewalk";
   admin.email = "svc-cakewalk@corp.example";
   admin.display_name = "Cakewalk Agent";
   admin.password = admin_password;
   admin.groups = {"jira-administrators", "jira-software-users"};
-  CW_RETURN_IF_ERROR(s->jira_->AddUser(admin).status());
-  ServerOptions so;
-  so.certificate_chain_pem = leaf.chain_pem;
-  so.private_key_pem = leaf.key_pem;
-  FakeJira* jira = s->jira_.get();
-  s->server_ = FakeHttpsServer::Start(so, [jira](const HttpRequest& r) { return jira->Handle(r); });
-  if (s->server_ == nullptr) return Internal("could not serve the fake Jira");
-  return s;
+  CW_RETURN_IF_ERROR(served->jira().AddUser(admin).status());
+  return served;
 }
 
 Result<std::unique_ptr<AgentHome>> AgentHome::Create(RunningControlPlane& cp,

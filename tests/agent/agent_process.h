@@ -13,35 +13,21 @@
 #include "agent/journal.h"
 #include "base/status.h"
 #include "tests/fakes/control_plane/running_control_plane.h"
-#include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
-#include "tests/support/pki.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/softhsm.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
 namespace cakewalk::testing {
 
-// A FakeJira (Data Center) served over TLS by a run-time test CA, with the agent's provisioning
-// account `svc-cakewalk` (a Jira administrator) whose password the test chooses.
-class ServedJira {
- public:
-  // `seed` runs on the fresh fake before the admin is added (GenerateSite needs a fake without
-  // users).
-  static Result<std::unique_ptr<ServedJira>> Start(
-      const std::string& admin_password, FakeJiraOptions options = {},
-      const std::function<Status(FakeJira&)>& seed = {});
-  FakeJira& jira() { return *jira_; }
-  std::string base_url() const { return server_->base_url(); }
-  const std::string& ca_pem() const { return ca_pem_; }
-
- private:
-  ServedJira() = default;
-  std::unique_ptr<TestCa> ca_;
-  std::string ca_pem_;
-  std::unique_ptr<FakeJira> jira_;
-  std::unique_ptr<FakeHttpsServer> server_;
-};
+// A FakeJira (Data Center, unless `options` says otherwise) served over TLS by a run-time test CA,
+// with the agent's provisioning account `svc-cakewalk` (a Jira administrator) whose password the
+// test chooses. `seed` runs on the fresh fake before the admin is added (GenerateSite needs a fake
+// without users).
+Result<std::unique_ptr<ServedJira>> ServeJiraWithAdmin(
+    const std::string& admin_password, FakeJiraOptions options = {},
+    const std::function<Status(FakeJira&)>& seed = {});
 
 struct AgentHomeOptions {
   int max_concurrent = 4;

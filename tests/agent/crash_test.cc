@@ -29,7 +29,7 @@ class CrashTest : public ::testing::Test {
     ASSERT_TRUE(cp.ok()) << cp.status().ToString();
     cp_ = std::move(cp).value();
     const std::string password = "correct horse battery staple";
-    auto jira = ServedJira::Start(password);
+    auto jira = ServeJiraWithAdmin(password);
     ASSERT_TRUE(jira.ok()) << jira.status().ToString();
     jira_ = std::move(jira).value();
     for (int i = 0; i < 60; ++i) {

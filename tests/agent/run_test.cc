@@ -31,7 +31,7 @@ class RunTest : public ::testing::Test {
     ASSERT_TRUE(cp.ok()) << cp.status().ToString();
     cp_ = std::move(cp).value();
     password_ = MakeCanary("jira-password");
-    auto jira = ServedJira::Start(password_);
+    auto jira = ServeJiraWithAdmin(password_);
     ASSERT_TRUE(jira.ok()) << jira.status().ToString();
     jira_ = std::move(jira).value();
     cp_->fake().AddForbiddenValue(password_);

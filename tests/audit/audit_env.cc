@@ -14,22 +14,6 @@
 
 namespace cakewalk::testing {
 
-Result<std::unique_ptr<ServedFakeJira>> ServedFakeJira::Start(FakeJiraOptions options) {
-  std::unique_ptr<ServedFakeJira> s(new ServedFakeJira());
-  s->ca_ = TestCa::Create("Cakewalk Audit Jira CA");
-  if (s->ca_ == nullptr) return Internal("test CA creation failed");
-  s->ca_pem_ = s->ca_->cert_pem();
-  CW_ASSIGN_OR_RETURN(KeyAndCert leaf, s->ca_->Issue({}));
-  s->jira_ = std::make_unique<FakeJira>(std::move(options));
-  ServerOptions so;
-  so.certificate_chain_pem = leaf.chain_pem;
-  so.private_key_pem = leaf.key_pem;
-  FakeJira* jira = s->jira_.get();
-  s->server_ = FakeHttpsServer::Start(so, [jira](const HttpRequest& r) { return jira->Handle(r); });
-  if (s->server_ == nullptr) return Internal("could not serve the fake Jira");
-  return s;
-}
-
 AgentProcess::~AgentProcess() {
   if (!reaped_) {
     kill(pid_, SIGKILL);
@@ -74,8 +58,8 @@ AuditHome::AuditHome() {
 
 AuditHome::~AuditHome() = default;
 
-ServedFakeJira& AuditHome::AddJira(const std::string& name, FakeJiraOptions options) {
-  auto jira = ServedFakeJira::Start(std::move(options));
+ServedJira& AuditHome::AddJira(const std::string& name, FakeJiraOptions options) {
+  auto jira = ServedJira::Start(std::move(options));
   if (!jira.ok()) throw std::runtime_error("fake Jira: " + jira.status().ToString());
   WriteFile(jira_ca_file(name), (*jira)->ca_pem(), 0644);
   jiras_.emplace_back(name, std::move(jira).value());

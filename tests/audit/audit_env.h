@@ -21,28 +21,12 @@
 #include "tests/fakes/control_plane/running_control_plane.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/pki.h"
 #include "tests/support/softhsm.h"
 #include "tests/support/temp_dir.h"
 
 namespace cakewalk::testing {
-
-// A FakeJira behind FakeHttpsServer with a fresh test CA ("localhost").
-class ServedFakeJira {
- public:
-  static Result<std::unique_ptr<ServedFakeJira>> Start(FakeJiraOptions options);
-  FakeJira& jira() { return *jira_; }
-  std::string base_url() const { return server_->base_url(); }
-  const std::string& ca_pem() const { return ca_pem_; }
-  std::vector<HttpRequest> requests() const { return server_->requests(); }
-
- private:
-  ServedFakeJira() = default;
-  std::unique_ptr<TestCa> ca_;
-  std::string ca_pem_;
-  std::unique_ptr<FakeJira> jira_;
-  std::unique_ptr<FakeHttpsServer> server_;
-};
 
 struct CliResult {
   int exit_code = -1;  // -1: killed or timed out
@@ -83,7 +67,7 @@ class AuditHome {
   RunningControlPlane& cp() { return *cp_; }
 
   // Serves a Jira fake; its CA goes to <dir>/<name>-ca.pem.
-  ServedFakeJira& AddJira(const std::string& name, FakeJiraOptions options);
+  ServedJira& AddJira(const std::string& name, FakeJiraOptions options);
   std::filesystem::path jira_ca_file(const std::string& name) const {
     return dir() / (name + "-ca.pem");
   }
@@ -107,7 +91,7 @@ class AuditHome {
   TempDir dir_{"cakewalk-audit"};
   std::unique_ptr<SoftHsm> hsm_;
   std::unique_ptr<RunningControlPlane> cp_;
-  std::vector<std::pair<std::string, std::unique_ptr<ServedFakeJira>>> jiras_;
+  std::vector<std::pair<std::string, std::unique_ptr<ServedJira>>> jiras_;
 };
 
 // Waits until `job_id` is finished at the fake control plane; its accepted result (null on

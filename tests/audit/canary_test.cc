@@ -265,8 +265,8 @@ class CanaryAudit : public ::testing::Test {
   std::unique_ptr<AuditHome> home_;
   TempDir proxy_dir_{"cakewalk-audit-proxy"};
   std::unique_ptr<TinyProxy> proxy_;
-  ServedFakeJira* dc_ = nullptr;
-  ServedFakeJira* cloud_ = nullptr;
+  ServedJira* dc_ = nullptr;
+  ServedJira* cloud_ = nullptr;
   Secret pin_;
   std::string password_, seed_, pat_, api_token_, org_key_, client_secret_, enrollment_,
       proxy_password_;

@@ -181,7 +181,7 @@ class CoreDumpAudit : public ::testing::Test {
   }
 
   AuditHome home_;
-  ServedFakeJira* jira_ = nullptr;
+  ServedJira* jira_ = nullptr;
 };
 
 TEST_F(CoreDumpAudit, NoCoreOnSegvOrAbortAndItsMemoryIsClosedToItsOwnUser) {

@@ -125,8 +125,8 @@ class NetworkAudit : public ::testing::Test {
   }
 
   std::unique_ptr<AuditHome> home_;
-  ServedFakeJira* dc_ = nullptr;
-  ServedFakeJira* cloud_ = nullptr;
+  ServedJira* dc_ = nullptr;
+  ServedJira* cloud_ = nullptr;
 };
 
 // The TCP peers ("127.0.0.1:443", "[::1]:8443") of the sockets `pid` holds now.

@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   auto cp = RunningControlPlane::Start();
   if (!cp.ok()) Die(cp.status().ToString());
   const std::string password = "Bench-admin-password-42";
-  auto jira = ServedJira::Start(password);
+  auto jira = ServeJiraWithAdmin(password);
   if (!jira.ok()) Die(jira.status().ToString());
   AgentHomeOptions ho;
   ho.jira = jira->get();

@@ -52,6 +52,7 @@
 #include "tests/fakes/control_plane/running_control_plane.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/pki.h"
 #include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
@@ -372,7 +373,7 @@ int ChildAgent(const Args& a) {
   FakeJiraOptions options;
   options.version = "10.3.4";
   const auto seed_start = Steady::now();
-  auto jira = ServedJira::Start("Adm1n-password-for-the-bench", options, [&](FakeJira& j) {
+  auto jira = ServeJiraWithAdmin("Adm1n-password-for-the-bench", options, [&](FakeJira& j) {
     return j.GenerateSite(Site(a.users, a.groups, a.memberships));
   });
   if (!jira.ok()) Die(jira.status().ToString());
@@ -487,15 +488,13 @@ std::string Thousands(std::uint32_t users) {
 
 void Engine(const Args& a, const std::string& self) {
   TempDir dir("cakewalk-sync-bench");
-  auto ca = TestCa::Create("Cakewalk Bench Jira CA");
-  if (!ca) Die("test CA");
-  WriteFile(dir / "ca.pem", ca->cert_pem(), 0644);
-  auto leaf = ca->Issue({});
-  if (!leaf.ok()) Die(leaf.status().ToString());
-
   FakeJiraOptions options;
   options.version = "10.3.4";
-  FakeJira jira(options);
+  auto served = ServedJira::Start(options);
+  if (!served.ok()) Die(served.status().ToString());
+  FakeJira& jira = (*served)->jira();
+  FakeHttpsServer& server = (*served)->server();
+  WriteFile(dir / "ca.pem", (*served)->ca_pem(), 0644);
   const auto seed_start = Steady::now();
   if (Status s = jira.GenerateSite(Site(a.users, a.groups, a.memberships)); !s.ok()) {
     Die(s.ToString());
@@ -507,11 +506,6 @@ void Engine(const Args& a, const std::string& self) {
   if (!jira.AddUser(admin).ok()) Die("admin");
   auto pat = jira.AddPersonalAccessToken("svc-cakewalk", "cakewalk-access-sync", std::nullopt);
   if (!pat.ok()) Die(pat.status().ToString());
-  ServerOptions so;
-  so.certificate_chain_pem = leaf->chain_pem;
-  so.private_key_pem = leaf->key_pem;
-  auto server = FakeHttpsServer::Start(so, [&](const HttpRequest& r) { return jira.Handle(r); });
-  if (!server) Die("server");
   const SiteCounts counts = jira.Counts();
   std::printf(
       "site: %llu users, %llu groups, %llu memberships, %llu non-human (DC 10.3, built in "
@@ -531,18 +525,18 @@ void Engine(const Args& a, const std::string& self) {
   for (int round = 0; round < a.rounds; ++round) {
     const std::string state = (dir / ("state-" + std::to_string(round))).string();
     const std::string requests = (dir / "requests.jsonl").string();
-    const std::vector<std::string> common = {"--base",        server->base_url(),
+    const std::vector<std::string> common = {"--base",        server.base_url(),
                                              "--ca",          (dir / "ca.pem").string(),
                                              "--state",       state,
                                              "--requests",    requests,
                                              "--concurrency", std::to_string(a.concurrency)};
     std::vector<std::string> s = {self, "--child", "sync"};
     s.insert(s.end(), common.begin(), common.end());
-    server->ClearRequests();
+    server.ClearRequests();
     Json::Value one = RunChild(s, *pat + "\n", 3600s);
     std::vector<std::string> f = {self, "--child", "floor"};
     f.insert(f.end(), common.begin(), common.end());
-    server->ClearRequests();
+    server.ClearRequests();
     Json::Value two = RunChild(f, *pat + "\n", 3600s);
     std::printf("  round %d: sync %lld ms, floor %lld ms\n", round + 1,
                 static_cast<long long>(one["wall_ms"].asInt64()),
@@ -556,7 +550,7 @@ void Engine(const Args& a, const std::string& self) {
       floor = two;
     }
   }
-  server->ClearRequests();
+  server.ClearRequests();
   const double ratio = static_cast<double>(best_sync) / static_cast<double>(best_floor);
   const double records_per_s =
       1000.0 * static_cast<double>(sync["records"].asInt64()) / static_cast<double>(best_sync);

@@ -62,7 +62,7 @@ class RotationBinaryTest : public ::testing::Test {
   // A fake Jira (DC 10.3), an agent home with the password (and with `totp`, the MFA key) in
   // its token, and `edit` applied to the configuration file.
   void Make(bool totp, const std::function<void(Json::Value&)>& edit = {}) {
-    auto jira = ServedJira::Start(password_);
+    auto jira = ServeJiraWithAdmin(password_);
     ASSERT_TRUE(jira.ok()) << jira.status().ToString();
     jira_ = std::move(jira).value();
     AgentHomeOptions options;

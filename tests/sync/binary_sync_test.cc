@@ -40,8 +40,8 @@ class BinarySyncTest : public ::testing::Test {
     cp_ = std::move(*cp);
     FakeJiraOptions options;
     options.version = "10.3.4";
-    auto jira = ServedJira::Start("Adm1n-password-for-tests", options,
-                                  [&](FakeJira& j) { return j.GenerateSite(site); });
+    auto jira = ServeJiraWithAdmin("Adm1n-password-for-tests", options,
+                                   [&](FakeJira& j) { return j.GenerateSite(site); });
     ASSERT_TRUE(jira.ok()) << jira.status().ToString();
     jira_ = std::move(*jira);
     auto pat =

@@ -13,8 +13,8 @@
 #include "tests/agent/loop_harness.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/canary.h"
-#include "tests/support/pki.h"
 #include "tests/tpm/fixture.h"
 
 namespace cakewalk::testing {
@@ -28,19 +28,12 @@ TEST_F(ProvisioningTpmTest, AProvisioningJobLogsInWithPasswordAndTotpFromTheTpm)
   TempDir dir("cakewalk-tpm-provisioning");
 
   // The fake Jira Data Center (10.3: two-step verification over REST), behind TLS.
-  auto ca = TestCa::Create("tpm-jira-ca");
-  WriteFile(dir / "jira-ca.pem", ca->cert_pem(), 0644);
   FakeJiraOptions jira_options;
   jira_options.version = "10.3.4";
-  FakeJira jira(jira_options);
-  auto leaf = ca->Issue({});
-  ASSERT_TRUE(leaf.ok()) << leaf.status().ToString();
-  ServerOptions so;
-  so.certificate_chain_pem = leaf->chain_pem;
-  so.private_key_pem = leaf->key_pem;
-  auto jira_server =
-      FakeHttpsServer::Start(so, [&jira](const HttpRequest& req) { return jira.Handle(req); });
-  ASSERT_NE(jira_server, nullptr);
+  auto served = ServedJira::Start(jira_options);
+  ASSERT_TRUE(served.ok()) << served.status().ToString();
+  FakeJira& jira = (*served)->jira();
+  WriteFile(dir / "jira-ca.pem", (*served)->ca_pem(), 0644);
 
   // The admin: a canary password and a random 10-byte seed (what Jira hands out), known to the
   // fake and stored in the TPM token only.
@@ -68,7 +61,7 @@ TEST_F(ProvisioningTpmTest, AProvisioningJobLogsInWithPasswordAndTotpFromTheTpm)
   agent::ConnectionConfig& conn = h.config.connections.at(0);
   ASSERT_EQ(conn.name, "jira-prod");
   conn.flavor = agent::JiraFlavor::kDataCenter;
-  conn.base_url = jira_server->base_url();
+  conn.base_url = (*served)->base_url();
   conn.ca_file = dir / "jira-ca.pem";
   conn.provisioning = agent::ProvisioningConfig{agent::ProvisioningConfig::Auth::kPassword,
                                                 "svc-cakewalk", /*mfa_totp=*/true, std::nullopt};
@@ -98,7 +91,7 @@ TEST_F(ProvisioningTpmTest, AProvisioningJobLogsInWithPasswordAndTotpFromTheTpm)
   ASSERT_TRUE(bob.has_value());
   EXPECT_NE(std::find(bob->groups.begin(), bob->groups.end(), "Team A"), bob->groups.end());
   int password_steps = 0, totp_steps = 0;
-  for (const HttpRequest& r : jira_server->requests()) {
+  for (const HttpRequest& r : (*served)->requests()) {
     if (r.path.find("/rest/tsv/") != std::string::npos &&
         r.path.find("authenticate") != std::string::npos) {
       (r.path.find("totp-code") != std::string::npos ? totp_steps : password_steps)++;
