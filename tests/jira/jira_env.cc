@@ -92,9 +92,7 @@ std::vector<std::string> CountingCredentials::purposes() const {
 }
 
 void JiraFixture::SetUp() {
-  ca_ = TestCa::Create("cakewalk-jira-test-ca");
   ca_file_ = dir_ / "jira-ca.pem";
-  WriteFile(ca_file_, ca_->cert_pem(), 0644);
   state_dir_ = dir_ / "state";
   auto h = SoftHsm::Create();
   ASSERT_TRUE(h.ok()) << h.status().ToString();
@@ -125,21 +123,20 @@ void JiraFixture::TearDown() {
 
 void JiraFixture::StartJira(FakeJiraOptions options) {
   options.clock = &jira_clock_;
-  jira_ = std::make_unique<FakeJira>(std::move(options));
-  auto leaf = ca_->Issue({});
-  ASSERT_TRUE(leaf.ok()) << leaf.status().ToString();
-  ServerOptions so;
-  so.certificate_chain_pem = leaf->chain_pem;
-  so.private_key_pem = leaf->key_pem;
-  server_ = FakeHttpsServer::Start(so, [this](const HttpRequest& req) {
-    {
-      std::lock_guard lock(log_mu_);
-      log_.push_back({clock_.Now(), req});
-    }
-    return jira_->Handle(req);
-  });
-  ASSERT_NE(server_, nullptr);
-  base_url_ = server_->base_url();
+  auto served =
+      ServedJira::Start(std::move(options), [this](const HttpRequest& req, FakeJira& jira) {
+        {
+          std::lock_guard lock(log_mu_);
+          log_.push_back({clock_.Now(), req});
+        }
+        return jira.Handle(req);
+      });
+  ASSERT_TRUE(served.ok()) << served.status().ToString();
+  served_ = std::move(served).value();
+  jira_ = &served_->jira();
+  server_ = &served_->server();
+  base_url_ = served_->base_url();
+  WriteFile(ca_file_, served_->ca_pem(), 0644);
 }
 
 void JiraFixture::PutSecret(std::string_view name, std::string_view value) {

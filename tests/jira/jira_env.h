@@ -24,6 +24,7 @@
 #include "jira/credentials.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/capture_log.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/pki.h"
@@ -147,8 +148,7 @@ class JiraFixture : public ::testing::Test {
   ShiftedClock jira_clock_{clock_};  // the fake's
   FakeSleeper sleeper_{clock_};
   CapturingLogSink audit_;
-  std::unique_ptr<TestCa> ca_;
-  std::filesystem::path ca_file_;
+  std::filesystem::path ca_file_;  // the served fake's CA (written by StartJira)
   std::filesystem::path state_dir_;
   std::unique_ptr<SoftHsm> softhsm_;
   std::unique_ptr<hsm::Module> module_;
@@ -156,8 +156,9 @@ class JiraFixture : public ::testing::Test {
   std::unique_ptr<hsm::SecretStore> store_;
   std::unique_ptr<CountingCredentials> credentials_;
 
-  std::unique_ptr<FakeJira> jira_;
-  std::unique_ptr<FakeHttpsServer> server_;
+  std::unique_ptr<ServedJira> served_;
+  FakeJira* jira_ = nullptr;  // served_'s fake and server, once StartJira ran
+  FakeHttpsServer* server_ = nullptr;
   std::string base_url_;
 
   // Canary secrets (tests/support/canary.h), planted in the token and the fake.

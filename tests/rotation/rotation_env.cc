@@ -10,10 +10,7 @@
 namespace cakewalk::testing {
 
 void RotationFixture::SetUp() {
-  ca_ = TestCa::Create("cakewalk-rotation-test-ca");
-  ASSERT_NE(ca_, nullptr);
   ca_file_ = dir_ / "jira-ca.pem";
-  WriteFile(ca_file_, ca_->cert_pem(), 0644);
   state_dir_ = dir_ / "state";
   auto h = SoftHsm::Create();
   ASSERT_TRUE(h.ok()) << h.status().ToString();
@@ -37,31 +34,28 @@ void RotationFixture::SetUp() {
 void RotationFixture::TearDown() {
   rotator_.reset();
   connections_.reset();
-  if (server_) server_->Stop();
+  if (served_) served_->server().Stop();
 }
 
 void RotationFixture::StartJira(bool totp, FakeJiraOptions options, std::string directory) {
   options.clock = &clock_;
-  jira_ = std::make_unique<FakeJira>(std::move(options));
-  auto leaf = ca_->Issue({});
-  ASSERT_TRUE(leaf.ok()) << leaf.status().ToString();
-  ServerOptions so;
-  so.certificate_chain_pem = leaf->chain_pem;
-  so.private_key_pem = leaf->key_pem;
-  server_ = FakeHttpsServer::Start(so, [this](const HttpRequest& req) -> HttpResponse {
-    std::function<std::optional<HttpResponse>(const HttpRequest&)> fn;
-    {
-      std::lock_guard lock(mu_);
-      requests_.push_back(req);
-      fn = override_;
-    }
-    if (fn) {
-      if (std::optional<HttpResponse> answer = fn(req)) return *answer;
-    }
-    return jira_->Handle(req);
-  });
-  ASSERT_NE(server_, nullptr);
-  base_url_ = server_->base_url();
+  auto served = ServedJira::Start(
+      std::move(options), [this](const HttpRequest& req, FakeJira& jira) -> HttpResponse {
+        std::function<std::optional<HttpResponse>(const HttpRequest&)> fn;
+        {
+          std::lock_guard lock(mu_);
+          fn = override_;
+        }
+        if (fn) {
+          if (std::optional<HttpResponse> answer = fn(req)) return *answer;
+        }
+        return jira.Handle(req);
+      });
+  ASSERT_TRUE(served.ok()) << served.status().ToString();
+  served_ = std::move(served).value();
+  jira_ = &served_->jira();
+  base_url_ = served_->base_url();
+  WriteFile(ca_file_, served_->ca_pem(), 0644);
 
   NewUser admin;
   admin.username = kRotAdmin;
@@ -152,8 +146,7 @@ std::vector<std::string> RotationFixture::PasswordLogins() const {
 }
 
 std::vector<HttpRequest> RotationFixture::Requests() const {
-  std::lock_guard lock(mu_);
-  return requests_;
+  return served_ ? served_->requests() : std::vector<HttpRequest>{};
 }
 
 void RotationFixture::Override(std::function<std::optional<HttpResponse>(const HttpRequest&)> fn) {

@@ -23,6 +23,7 @@
 #include "hsm/token.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/jira/jira_env.h"
 #include "tests/support/capture_log.h"
 #include "tests/support/fake_clock.h"
@@ -77,11 +78,10 @@ class RotationFixture : public ::testing::Test {
   std::unique_ptr<hsm::Module> module_;
   std::unique_ptr<hsm::Token> token_;
   std::unique_ptr<hsm::SecretStore> store_;
-  std::unique_ptr<TestCa> ca_;
-  std::filesystem::path ca_file_;
+  std::filesystem::path ca_file_;  // the served fake's CA (written by StartJira)
   std::filesystem::path state_dir_;
-  std::unique_ptr<FakeJira> jira_;
-  std::unique_ptr<FakeHttpsServer> server_;
+  std::unique_ptr<ServedJira> served_;
+  FakeJira* jira_ = nullptr;  // served_'s fake, once StartJira ran
   std::string base_url_;
   std::string password_;  // canary: the password Jira and the token start with
   std::vector<std::uint8_t> totp_seed_;
@@ -92,7 +92,6 @@ class RotationFixture : public ::testing::Test {
 
  private:
   mutable std::mutex mu_;
-  std::vector<HttpRequest> requests_;
   std::function<std::optional<HttpResponse>(const HttpRequest&)> override_;
 };
 
