@@ -43,6 +43,7 @@
 #include "tests/fakes/control_plane/running_control_plane.h"
 #include "tests/fakes/https_server.h"
 #include "tests/fakes/jira/fake_jira.h"
+#include "tests/fakes/jira/served_jira.h"
 #include "tests/support/pki.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
@@ -84,31 +85,9 @@ std::string CreatedKey(const std::string& method, const std::string& target,
 // A fake Jira Data Center served over TLS, every request recorded when asked.
 class Site {
  public:
-  Site(const std::string& name, std::chrono::milliseconds latency) : ca_(TestCa::Create(name)) {
-    if (!ca_) Die("test CA");
-    auto leaf = ca_->Issue({});
-    if (!leaf.ok()) Die(leaf.status().ToString());
-    NewUser admin;
-    admin.username = "svc-cakewalk";
-    admin.email = "svc-cakewalk@corp.example";
-    admin.display_name = "Cakewalk Agent";
-    admin.password = kAdminPassword;
-    admin.groups = {"jira-administrators", "jira-software-users"};
-    if (!jira_.AddUser(admin).ok()) Die("admin");
-    for (int t = 0; t < kTeams; ++t) {
-      if (!jira_.AddGroup("bench-team-" + std::to_string(t)).ok()) Die("group");
-    }
-    if (latency.count() > 0) {  // every answer takes this long, as a loaded Jira's would
-      FaultRule slow;
-      slow.count = -1;
-      slow.transport = Fault{Fault::kDelay, latency};
-      jira_.QueueFault(slow);
-    }
-    ServerOptions so;
-    so.certificate_chain_pem = leaf->chain_pem;
-    so.private_key_pem = leaf->key_pem;
-    server_ = FakeHttpsServer::Start(so, [this](const HttpRequest& r) {
-      HttpResponse resp = jira_.Handle(r);
+  explicit Site(std::chrono::milliseconds latency) {
+    auto served = ServedJira::Start({}, [this](const HttpRequest& r, FakeJira& jira) {
+      HttpResponse resp = jira.Handle(r);
       if (recording_) {
         std::lock_guard lock(mu_);
         log_.push_back({r.method, r.target, r.body, resp.status,
@@ -116,12 +95,30 @@ class Site {
       }
       return resp;
     });
-    if (!server_) Die("server");
+    if (!served.ok()) Die(served.status().ToString());
+    served_ = std::move(served).value();
+    NewUser admin;
+    admin.username = "svc-cakewalk";
+    admin.email = "svc-cakewalk@corp.example";
+    admin.display_name = "Cakewalk Agent";
+    admin.password = kAdminPassword;
+    admin.groups = {"jira-administrators", "jira-software-users"};
+    if (!jira().AddUser(admin).ok()) Die("admin");
+    for (int t = 0; t < kTeams; ++t) {
+      if (!jira().AddGroup("bench-team-" + std::to_string(t)).ok()) Die("group");
+    }
+    if (latency.count() > 0) {  // every answer takes this long, as a loaded Jira's would
+      FaultRule slow;
+      slow.count = -1;
+      slow.transport = Fault{Fault::kDelay, latency};
+      jira().QueueFault(slow);
+    }
   }
-  FakeJira& jira() { return jira_; }
-  std::string base_url() const { return server_->base_url(); }
-  const std::string& ca_pem() const { return ca_->cert_pem(); }
-  std::uint64_t connections() const { return server_->connections_accepted(); }
+  const ServedJira& served() const { return *served_; }
+  FakeJira& jira() { return served_->jira(); }
+  std::string base_url() const { return served_->base_url(); }
+  const std::string& ca_pem() const { return served_->ca_pem(); }
+  std::uint64_t connections() const { return served_->server().connections_accepted(); }
   void Record(bool on) { recording_ = on; }
   std::vector<Recorded> TakeLog() {
     std::lock_guard lock(mu_);
@@ -129,12 +126,10 @@ class Site {
   }
 
  private:
-  std::unique_ptr<TestCa> ca_;
-  FakeJira jira_;
-  std::unique_ptr<FakeHttpsServer> server_;
   std::atomic<bool> recording_{false};
   std::mutex mu_;
   std::vector<Recorded> log_;
+  std::unique_ptr<ServedJira> served_;  // last: its server stops before the log goes
 };
 
 Json::Value ProvisionParams(int i) {
@@ -241,27 +236,13 @@ int main(int argc, char** argv) {
   auto cp = RunningControlPlane::Start();
   if (!cp.ok()) Die(cp.status().ToString());
   const std::chrono::milliseconds latency(latency_ms);
-  Site site_a("Cakewalk Bench Jira A", latency);
+  Site site_a(latency);
   AgentHomeOptions ho;
   ho.max_concurrent = concurrency;
   ho.poll_wait_seconds = 25;
+  ho.jira = &site_a.served();
   auto home = AgentHome::Create(**cp, ho);
   if (!home.ok()) Die(home.status().ToString());
-  {
-    // Point the connection at this program's fake (AgentHome knows only ServedJira).
-    WriteFile((*home)->dir() / "jira-a-ca.pem", site_a.ca_pem(), 0644);
-    std::ifstream in((*home)->config_path());
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string config = text.str();
-    const std::string from = R"("base_url": "https://jira.example.test")";
-    const std::size_t at = config.find(from);
-    if (at == std::string::npos) Die("unexpected agent configuration");
-    config.replace(at, from.size(),
-                   R"("base_url": ")" + site_a.base_url() + R"(", "ca_file": ")" +
-                       ((*home)->dir() / "jira-a-ca.pem").string() + "\"");
-    WriteFile((*home)->config_path(), config, 0600);
-  }
   if (Status s = (*home)->PutSecret("jira-prod", "password", kAdminPassword); !s.ok()) {
     Die(s.ToString());
   }
@@ -356,7 +337,7 @@ int main(int argc, char** argv) {
   // (which shows how much of the gap is that choice rather than the agent's own work per job).
   auto run_floor = [&](bool fresh_writes) -> FloorRun {
     TempDir dir("cakewalk-provision-bench");
-    Site site_b(fresh_writes ? "Cakewalk Bench Jira C" : "Cakewalk Bench Jira B", latency);
+    Site site_b(latency);
     WriteFile(dir / "jira-b-ca.pem", site_b.ca_pem(), 0644);
     Replayer replayer(site_b, dir / "jira-b-ca.pem", fresh_writes);
     std::vector<Recorded> logins;
