@@ -53,6 +53,10 @@ constexpr std::int64_t kExcludePagingLimit = 250;  // names a query may page thr
 constexpr std::size_t kExcludeUrlBudget = 6000;    // bytes of exclude parameters per request
 constexpr std::size_t kMaxQueryLength = 64;
 constexpr std::int64_t kMaxPages = 10'000'000;
+// A group's member pages queued or in flight at once, at least (twice the concurrency if more):
+// more than the gate's slots, so that one big group alone still fills them; bounded, so that a
+// group's `total` never decides how much is queued.
+constexpr std::int64_t kMemberPagesAhead = 16;
 
 std::string FoldAscii(std::string_view s) {
   std::string out(s);
@@ -154,6 +158,10 @@ struct Group {
   std::uint64_t products = 0;  // bits over SyncRun::products_
   std::int64_t pages_outstanding = 0;
   std::int64_t last_scheduled_start = 0;
+  // Pages planned from Jira's `total` are scheduled kMemberPagesAhead at a time: the next one
+  // starts at next_start, the plan ends before planned_end.
+  std::int64_t next_start = 0;
+  std::int64_t planned_end = 0;
   std::int64_t members = 0;  // distinct members stored
   bool done = false;
 };
@@ -466,7 +474,7 @@ Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
     }
     ++answer.shown;
   }
-  answer.total = page["total"].isIntegral() ? page["total"].asInt64() : answer.shown;
+  answer.total = page["total"].isInt64() ? page["total"].asInt64() : answer.shown;
   return answer;
 }
 
@@ -683,25 +691,43 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
     g.members += added;
     users_seen_ += new_users;
     ++member_pages_done_;
+    // Keeps up to kMemberPagesAhead of the planned pages queued or in flight (this one counted
+    // until it is done).
+    const std::int64_t ahead =
+        std::max<std::int64_t>(kMemberPagesAhead, 2 * std::int64_t{options_.max_concurrency});
+    const auto top_up = [&] {
+      while (g.next_start < g.planned_end &&
+             g.pages_outstanding + static_cast<std::int64_t>(follow.size()) < ahead) {
+        follow.push_back(g.next_start);
+        g.next_start += kMemberPageSize;
+      }
+    };
+    if (first) ++groups_with_totals_;
     if (first && !last) {
-      const std::int64_t total = bean["total"].isIntegral() ? bean["total"].asInt64() : -1;
+      const std::int64_t total = bean["total"].isInt64() ? bean["total"].asInt64() : -1;
       if (total > received) {
-        for (std::int64_t s = kMemberPageSize; s < total; s += kMemberPageSize) follow.push_back(s);
+        g.next_start = kMemberPageSize;
+        g.planned_end = total;
+        member_pages_known_ += (total - 1) / kMemberPageSize;
+        top_up();
       } else {
         follow.push_back(start + received);
+        ++member_pages_known_;
       }
-      ++groups_with_totals_;
-    } else if (first) {
-      ++groups_with_totals_;
+    } else if (!first && last) {
+      // Nothing after this page: what is still planned beyond it is not asked for.
+      g.planned_end = std::min(g.planned_end, start + kMemberPageSize);
     }
-    if (!first && !last && start == g.last_scheduled_start) {
+    if (!first && g.next_start < g.planned_end) {
+      top_up();
+    } else if (!first && !last && start == g.last_scheduled_start) {
       // Jira's total was smaller than the group: go on one page at a time.
       follow.push_back(start + std::max<std::int64_t>(received, 1));
+      ++member_pages_known_;
     }
     if (!follow.empty()) {
-      g.last_scheduled_start = follow.back();
+      g.last_scheduled_start = std::max(g.last_scheduled_start, follow.back());
       g.pages_outstanding += static_cast<std::int64_t>(follow.size());
-      member_pages_known_ += static_cast<std::int64_t>(follow.size());
     }
   }
   for (std::int64_t s : follow) SubmitMemberPage(gid, s, false);
@@ -749,7 +775,7 @@ Result<UserRow> SyncRun::ParseUserRow(const Json::Value& j, bool listing) const 
     auto name = OptString(j, "name");
     auto key = OptString(j, "key");
     if (!name && !key) return JiraInternal("Jira listed a user without key or name");
-    row.id = key.value_or(*name);
+    row.id = key ? *key : *name;  // (value_or would dereference `name` even with a key)
     row.username = name;
     if (listing) row.last_login = JiraTimeOrNull(j, "lastLoginTime");
   }
@@ -779,7 +805,7 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
   }
   const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
   auto next = OptString(bean, "nextCursor");
-  if (!next && bean["nextCursor"].isIntegral()) next = std::to_string(bean["nextCursor"].asInt64());
+  if (!next && bean["nextCursor"].isInt64()) next = std::to_string(bean["nextCursor"].asInt64());
   // The next page is asked for now, unless the page before this one is still being stored: then
   // whoever stores that one asks for it. At most two pages of users are in memory.
   std::function<void()> submit_next;
@@ -940,7 +966,7 @@ Status SyncRun::PatPage(std::int64_t page) {
     if (owner_key) owners.push_back(*owner_key);
     if (!include_.credentials) continue;
     std::optional<std::string> id = OptString(t, "id");
-    if (!id && t["id"].isIntegral()) id = std::to_string(t["id"].asInt64());
+    if (!id && t["id"].isInt64()) id = std::to_string(t["id"].asInt64());
     if (!id) continue;
     Json::Value r(Json::objectValue);
     r["kind"] = "credential";

@@ -1,8 +1,10 @@
 // Access sync against the fake Jira Data Center over TLS, compared with its ground truth.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -94,6 +96,34 @@ TEST_F(DcSyncTest, OverlappingReorderedPagesGiveNoDuplicates) {
     server_->Stop();
     ClearRequests();
   }
+}
+
+// Member pages are planned from each group's first page and kept at most a window ahead (the
+// product group here needs over 40 pages, more than the window): every page a group needs is
+// asked for exactly once, none past its end, and every member arrives (VerifyComplete).
+TEST_F(DcSyncTest, EachMemberPageIsAskedForOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartDc("10.3.4", MidSite(5)));
+  CollectingSink sink;
+  auto report = Sync(sink);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(VerifyComplete(sink, *report));
+  std::map<std::string, std::vector<std::int64_t>> starts;
+  for (const auto& r : RequestsTo("/rest/api/2/group/member")) {
+    starts[r.request.Query("groupname").value_or("")].push_back(
+        std::stoll(r.request.Query("startAt").value_or("-1")));
+  }
+  std::int64_t largest = 0;
+  for (const Json::Value& g : sink.OfKind("group")) {
+    const std::string name = g["name"].asString();
+    const std::int64_t members = g["member_count"].asInt64();
+    largest = std::max(largest, members);
+    std::vector<std::int64_t> want;
+    for (std::int64_t s = 0; s == 0 || s < members; s += 50) want.push_back(s);
+    std::vector<std::int64_t> got = starts[name];
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << name << " (" << members << " members)";
+  }
+  EXPECT_GT(largest, 40 * 50) << "no group needs more pages than the window";
 }
 
 // The group picker shows 20 names per query; 60 custom groups are still all found (and the
