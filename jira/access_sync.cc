@@ -298,7 +298,10 @@ class SyncRun {
   std::condition_variable_any build_cv_;
   std::jthread builder_;  // before pool_: stopped and joined after it
 
-  std::unique_ptr<FetchPool> pool_;  // last: destroyed (joined) first
+  std::unique_ptr<FetchPool> pool_;  // destroyed (joined) before everything above
+  // Wakes the emitting thread as soon as the pool fails or is stopped (it would otherwise notice
+  // at its next 50 ms check). Destroyed before the pool.
+  std::optional<std::stop_callback<std::function<void()>>> wake_on_stop_;
 };
 
 // ---- Setup ----------------------------------------------------------------------------------
@@ -341,6 +344,7 @@ Status SyncRun::Prepare() {
   CW_ASSIGN_OR_RETURN(store_, SyncStore::Create(dir, options_.scratch_cache_kib));
 
   pool_ = std::make_unique<FetchPool>(std::max(1, options_.max_concurrency), outer_stop_);
+  wake_on_stop_.emplace(pool_->stop_token(), std::function<void()>([this] { Notify(); }));
   const Runtime& rt = connection_.runtime();
   GateOptions gate;
   gate.max_concurrency = options_.max_concurrency;
