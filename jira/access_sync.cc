@@ -706,21 +706,28 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
         g.next_start += kMemberPageSize;
       }
     };
+    const auto unscheduled = [&]() -> std::int64_t {
+      if (g.next_start >= g.planned_end) return 0;
+      return (g.planned_end - g.next_start + kMemberPageSize - 1) / kMemberPageSize;
+    };
     if (first) ++groups_with_totals_;
     if (first && !last) {
       const std::int64_t total = bean["total"].isInt64() ? bean["total"].asInt64() : -1;
       if (total > received) {
         g.next_start = kMemberPageSize;
         g.planned_end = total;
-        member_pages_known_ += (total - 1) / kMemberPageSize;
+        member_pages_known_ += unscheduled();
         top_up();
       } else {
         follow.push_back(start + received);
         ++member_pages_known_;
       }
     } else if (!first && last) {
-      // Nothing after this page: what is still planned beyond it is not asked for.
+      // Nothing after this page: what is still planned beyond it is not asked for (nor counted
+      // in the progress' pages).
+      const std::int64_t planned = unscheduled();
       g.planned_end = std::min(g.planned_end, start + kMemberPageSize);
+      member_pages_known_ -= planned - unscheduled();
     }
     if (!first && g.next_start < g.planned_end) {
       top_up();

@@ -100,12 +100,21 @@ TEST_F(DcSyncTest, OverlappingReorderedPagesGiveNoDuplicates) {
 
 // Member pages are planned from each group's first page and kept at most a window ahead (the
 // product group here needs over 40 pages, more than the window): every page a group needs is
-// asked for exactly once, none past its end, and every member arrives (VerifyComplete).
+// asked for exactly once, none past its end, every member arrives (VerifyComplete), and the
+// progress counted exactly those pages.
 TEST_F(DcSyncTest, EachMemberPageIsAskedForOnce) {
   ASSERT_NO_FATAL_FAILURE(StartDc("10.3.4", MidSite(5)));
   CollectingSink sink;
-  auto report = Sync(sink);
+  jira::AccessSyncOptions options = SyncOptions();
+  jira::SyncProgress last;
+  options.progress = [&](const jira::SyncProgress& p) { last = p; };
+  auto report = Sync(sink, Json::Value(Json::objectValue), options);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
+  // The progress' page counts end equal to the pages asked for.
+  EXPECT_EQ(last.phase, "done");
+  EXPECT_EQ(last.member_pages_known, last.member_pages_done);
+  EXPECT_EQ(last.member_pages_done,
+            static_cast<std::int64_t>(RequestsTo("/rest/api/2/group/member").size()));
   ASSERT_NO_FATAL_FAILURE(VerifyComplete(sink, *report));
   std::map<std::string, std::vector<std::int64_t>> starts;
   for (const auto& r : RequestsTo("/rest/api/2/group/member")) {
