@@ -219,9 +219,10 @@ class SyncRun {
   void StageStarted(int stage);
   void StageDone(int stage);
   bool StageFinished(int stage) const;  // under mu_
-  Status PushReady(Json::Value record);
+  // Queues a group or credential record for the emitting thread, as its canonical JSON (written
+  // here, on the producer's thread: a queued text is a fraction of a queued Json::Value).
+  Status PushReady(const Json::Value& record);
   void AddWarning(std::string code, std::string message);
-  Status Emit(const Json::Value& record);
   // One record as its canonical JSON (WriteJson): hashed and handed to the sink as these bytes.
   Status Emit(std::string_view kind, std::string canonical);
   Status EmitUsers(bool* drained);
@@ -259,7 +260,11 @@ class SyncRun {
   // The names the Data Center group picker showed (folded), tagged with their index in groups_:
   // the discovery thread's only.
   GroupNameIndex picker_names_;
-  std::deque<Json::Value> ready_;
+  struct ReadyRecord {
+    std::string kind;
+    std::string canonical;
+  };
+  std::deque<ReadyRecord> ready_;
   std::vector<Warning> warnings_;
   int stage_pending_[kStageCount] = {};
   bool stage_sealed_[kStageCount] = {};
@@ -404,14 +409,15 @@ void SyncRun::AddWarning(std::string code, std::string message) {
   warnings_.push_back({std::move(code), std::move(message)});
 }
 
-Status SyncRun::PushReady(Json::Value record) {
+Status SyncRun::PushReady(const Json::Value& record) {
+  ReadyRecord ready{record["kind"].asString(), WriteJson(record)};
   std::unique_lock lock(mu_);
   const std::stop_token stop = pool_->stop_token();
   while (ready_.size() >= kReadyLimit && !stop.stop_requested()) {
     ready_cv_.wait_for(lock, std::chrono::milliseconds(100));
   }
   if (stop.stop_requested()) return Stopped();
-  ready_.push_back(std::move(record));
+  ready_.push_back(std::move(ready));
   lock.unlock();
   Notify();
   return Status::Ok();
@@ -757,7 +763,7 @@ void SyncRun::GroupPageDone(std::uint32_t gid) {
     if (include_.groups) record = GroupRecord(g);
   }
   if (record) {
-    Status s = PushReady(std::move(*record));
+    Status s = PushReady(*record);
     if (!s.ok()) pool_->Fail(s);
   }
   Notify();
@@ -996,7 +1002,7 @@ Status SyncRun::PatPage(std::int64_t page) {
     std::lock_guard lock(mu_);
     if (last) pat_end_page_ = std::min(pat_end_page_, page + 1);
   }
-  for (Json::Value& r : records) CW_RETURN_IF_ERROR(PushReady(std::move(r)));
+  for (const Json::Value& r : records) CW_RETURN_IF_ERROR(PushReady(r));
   if (!last) SubmitPatPage();
   return Status::Ok();
 }
@@ -1060,10 +1066,6 @@ Status SyncRun::ListOAuthClients() {
 }
 
 // ---- Emission ---------------------------------------------------------------------------------
-
-Status SyncRun::Emit(const Json::Value& record) {
-  return Emit(record["kind"].asString(), WriteJson(record));
-}
 
 Status SyncRun::Emit(std::string_view kind, std::string canonical) {
   // A stop (lease lost, timeout, shutdown) is honoured before every record: nothing more goes out.
@@ -1338,7 +1340,7 @@ Result<SyncReport> SyncRun::Run(const Json::Value& params) {
   auto next_progress = Steady::now();
   while (true) {
     if (auto failure = pool_->failure()) return *failure;
-    std::deque<Json::Value> ready;
+    std::deque<ReadyRecord> ready;
     bool members_complete, listing_complete, idle;
     {
       std::unique_lock lock(mu_);
@@ -1348,9 +1350,9 @@ Result<SyncReport> SyncRun::Run(const Json::Value& params) {
       listing_complete = members_complete && StageFinished(kUserListing);
     }
     ready_cv_.notify_all();
-    for (Json::Value& r : ready) {
+    for (ReadyRecord& r : ready) {
       if (pool_->stop_token().stop_requested()) break;
-      Status s = Emit(r);
+      Status s = Emit(r.kind, std::move(r.canonical));
       if (!s.ok()) {
         pool_->Fail(s);
         return s;
