@@ -19,8 +19,9 @@
 //            the names already seen; counts are checked against each query's `total`, and a
 //            shortfall is a warning (groups_incomplete). Cloud: GET group/bulk PageBeans.
 //   members  GET group/member?includeInactiveUsers=true, 50 per page: the first page of each
-//            group gives `total`, the other pages of every group are then fetched concurrently
-//            (and followed sequentially past `total` while isLast is false).
+//            group gives `total`, the other pages of every group are then fetched concurrently,
+//            a bounded window of each group at a time (and followed sequentially past `total`
+//            while isLast is false; a page saying isLast ends the group).
 //   products GET applicationrole: a user holds a product when a member of one of its groups.
 //   admin    Cloud: group/bulk?accessType=admin (ADMINISTER) and accessType=site-admin
 //            (SYSTEM_ADMIN, which implies ADMINISTER). Data Center publishes no list of global
