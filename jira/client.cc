@@ -77,7 +77,7 @@ Result<User> ParseUser(const Json::Value& j, Flavor flavor) {
     auto key = OptString(j, "key");
     auto name = OptString(j, "name");
     if (!name) return JiraInternal("a Data Center user without a name");
-    u.id = key ? *key : *name;  // (value_or would dereference `name` even with a key)
+    u.id = key.value_or(*name);
     u.username = name;
   } else {
     auto id = OptString(j, "accountId");
