@@ -1,7 +1,7 @@
 #include "base/json.h"
 
+#include <charconv>
 #include <memory>
-#include <sstream>
 
 namespace cakewalk {
 
@@ -63,24 +63,126 @@ Json::StreamWriterBuilder Builder(const char* indentation) {
   builder["precision"] = 17;
   return builder;
 }
-std::string Write(const Json::Value& value, const char* indentation) {
-  return Json::writeString(Builder(indentation), value);
+
+// A string in quotes: '"' and '\\' escaped, control characters as \b \f \n \r \t or \u00xx, every
+// other byte as it is (UTF-8 stays UTF-8; jsoncpp's writer with emitUTF8 does the same).
+void AppendQuoted(std::string_view s, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + copied, i - copied);
+    copied = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xf]);
+        break;
+    }
+  }
+  out.append(s.data() + copied, s.size() - copied);
+  out.push_back('"');
+}
+
+template <typename Int>
+void AppendInteger(Int v, std::string& out) {
+  char buffer[24];
+  const auto end = std::to_chars(buffer, buffer + sizeof buffer, v).ptr;
+  out.append(buffer, end);
+}
+
+void AppendJson(const Json::Value& value, std::string& out) {
+  switch (value.type()) {
+    case Json::nullValue:
+      out += "null";
+      return;
+    case Json::intValue:
+      AppendInteger(value.asLargestInt(), out);
+      return;
+    case Json::uintValue:
+      AppendInteger(value.asLargestUInt(), out);
+      return;
+    case Json::realValue:
+      // 17 significant digits, ".0" added to a whole number, NaN as null: jsoncpp's own rules.
+      out += Json::valueToString(value.asDouble(), 17);
+      return;
+    case Json::stringValue: {
+      const char* begin = nullptr;
+      const char* end = nullptr;
+      if (!value.getString(&begin, &end)) begin = end = "";
+      AppendQuoted(std::string_view(begin, static_cast<std::size_t>(end - begin)), out);
+      return;
+    }
+    case Json::booleanValue:
+      out += value.asBool() ? "true" : "false";
+      return;
+    case Json::arrayValue: {
+      // By index: an index never set (jsoncpp arrays can have holes) is written as null.
+      out.push_back('[');
+      const Json::ArrayIndex size = value.size();
+      for (Json::ArrayIndex i = 0; i < size; ++i) {
+        if (i > 0) out.push_back(',');
+        AppendJson(value[i], out);
+      }
+      out.push_back(']');
+      return;
+    }
+    case Json::objectValue: {
+      // Members are stored in byte order of their names (a shorter prefix first).
+      out.push_back('{');
+      bool first = true;
+      for (auto it = value.begin(); it != value.end(); ++it) {
+        if (!first) out.push_back(',');
+        first = false;
+        const char* end = nullptr;
+        const char* name = it.memberName(&end);
+        AppendQuoted(std::string_view(name, static_cast<std::size_t>(end - name)), out);
+        out.push_back(':');
+        AppendJson(*it, out);
+      }
+      out.push_back('}');
+      return;
+    }
+  }
 }
 }  // namespace
 
-// The canonical writer is built once per thread: building it costs more than writing a small
-// record (access sync writes one per user).
+// Written straight into a string rather than by jsoncpp's stream writer, which copies every
+// object's member names and writes through an ostream (access sync writes one record per user).
+// The output is jsoncpp's, byte for byte, with Builder's settings and no indentation:
+// tests/base/json_test.cc and the json fuzzer compare the two.
 std::string WriteJson(const Json::Value& value) {
-  thread_local const std::unique_ptr<Json::StreamWriter> writer(Builder("").newStreamWriter());
-  thread_local std::ostringstream out;
-  out.str(std::string());
-  out.clear();
-  writer->write(value, &out);
-  std::string text = out.str();
-  out.str(std::string());  // do not keep a large document's buffer alive on this thread
-  return text;
+  std::string out;
+  AppendJson(value, out);
+  return out;
 }
-std::string WritePrettyJson(const Json::Value& value) { return Write(value, "  "); }
+std::string WritePrettyJson(const Json::Value& value) {
+  return Json::writeString(Builder("  "), value);
+}
 
 std::string_view JsonTypeName(const Json::Value& value) {
   switch (value.type()) {

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
+#include <limits>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -52,6 +55,95 @@ TEST(JsonTest, CanonicalWriterIsReusedSafely) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(bad.load(), 0);
+}
+
+// jsoncpp's own writer with the settings the canonical form was first defined by.
+std::string JsoncppCanonical(const Json::Value& value) {
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "";
+  builder["emitUTF8"] = true;
+  builder["commentStyle"] = "None";
+  builder["enableYAMLCompatibility"] = false;
+  builder["dropNullPlaceholders"] = false;
+  builder["useSpecialFloats"] = false;
+  builder["precision"] = 17;
+  return Json::writeString(builder, value);
+}
+
+// A random JSON value: strings and names of any bytes (controls, quotes, invalid UTF-8, NUL),
+// integers at their limits, doubles from random bits (NaN, infinities, subnormals), nesting,
+// arrays with holes and static strings.
+Json::Value RandomValue(std::mt19937_64& rng, int depth) {
+  auto bytes = [&rng](std::size_t max) {
+    std::string s(rng() % (max + 1), '\0');
+    for (char& c : s) {
+      const auto r = rng() % 8;
+      c = static_cast<char>(r < 3 ? 'a' + rng() % 26 : r < 5 ? rng() % 0x20 : rng() % 256);
+    }
+    return s;
+  };
+  switch (rng() % (depth > 3 ? 7 : 9)) {
+    case 0:
+      return Json::Value();
+    case 1:
+      return Json::Value(static_cast<Json::Int64>(rng()));
+    case 2:
+      return Json::Value(static_cast<Json::UInt64>(rng()));
+    case 3: {
+      const std::uint64_t bits = rng();
+      double d = 0;
+      std::memcpy(&d, &bits, sizeof d);
+      return Json::Value(
+          rng() % 2 ? d : static_cast<double>(static_cast<int>(rng() % 2001) - 1000) / 8);
+    }
+    case 4:
+      return Json::Value(rng() % 2 == 0);
+    case 5:
+      return Json::Value(bytes(24));
+    case 6:
+      return Json::Value(Json::StaticString(rng() % 2 ? "static" : ""));
+    case 7: {
+      Json::Value a(Json::arrayValue);
+      const auto n = rng() % 6;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        a[static_cast<Json::ArrayIndex>(rng() % 3 == 0 ? i + rng() % 3 : i)] =
+            RandomValue(rng, depth + 1);
+      }
+      return a;
+    }
+    default: {
+      Json::Value o(Json::objectValue);
+      const auto n = rng() % 6;
+      for (std::uint64_t i = 0; i < n; ++i) o[bytes(6)] = RandomValue(rng, depth + 1);
+      return o;
+    }
+  }
+}
+
+// WriteJson writes its own output: it must stay jsoncpp's, byte for byte, on every kind of value.
+TEST(JsonTest, CanonicalWriterMatchesJsoncppsWriter) {
+  std::mt19937_64 rng(20261205);
+  int compared = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const Json::Value v = RandomValue(rng, 0);
+    const std::string ours = WriteJson(v);
+    const std::string theirs = JsoncppCanonical(v);
+    ASSERT_EQ(ours, theirs) << "document " << i;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 20000);
+  // The edges by name.
+  Json::Value edges(Json::objectValue);
+  edges["min"] = Json::Value(std::numeric_limits<Json::Int64>::min());
+  edges["max"] = Json::Value(std::numeric_limits<Json::UInt64>::max());
+  edges["nan"] = std::numeric_limits<double>::quiet_NaN();
+  edges["inf"] = -std::numeric_limits<double>::infinity();
+  edges["whole"] = 3.0;
+  edges[std::string("n\0l", 3)] = std::string("\0\x7f\xff/\\\"", 6);
+  EXPECT_EQ(WriteJson(edges), JsoncppCanonical(edges));
+  EXPECT_EQ(WriteJson(edges),
+            "{\"inf\":-1e+9999,\"max\":18446744073709551615,\"min\":-9223372036854775808,"
+            "\"n\\u0000l\":\"\\u0000\x7f\xff/\\\\\\\"\",\"nan\":null,\"whole\":3.0}");
 }
 
 TEST(JsonFieldsTest, ReportsPathOfFirstProblem) {

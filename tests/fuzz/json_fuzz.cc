@@ -1,8 +1,9 @@
 // Strict JSON (base/json.h): ParseJson on anything, the canonical writer's round trip, and every
 // JsonFields accessor on whatever members the document has.
 //
-// Properties: an accepted document re-parses from its canonical form to an equal value, and the
-// canonical form is a fixed point (records are hashed over it, docs/protocol.md §12); JsonFields
+// Properties: an accepted document re-parses from its canonical form to an equal value, the
+// canonical form is a fixed point (records are hashed over it, docs/protocol.md §12) and is what
+// jsoncpp's own writer makes of the document with the same settings; JsonFields
 // never throws (jsoncpp throws on type mismatches) and always says why it refused.
 #include <string>
 
@@ -12,6 +13,17 @@
 using cakewalk::fuzz::FuzzCheck;
 
 namespace {
+
+std::string JsoncppCanonical(const Json::Value& value) {
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "";
+  builder["emitUTF8"] = true;
+  builder["commentStyle"] = "None";
+  builder["dropNullPlaceholders"] = false;
+  builder["useSpecialFloats"] = false;
+  builder["precision"] = 17;
+  return Json::writeString(builder, value);
+}
 
 void ExerciseFields(const Json::Value& object, int depth) {
   cakewalk::JsonFields f(object, "$");
@@ -65,6 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   const std::string canonical = cakewalk::WriteJson(*parsed);
+  FuzzCheck(canonical == JsoncppCanonical(*parsed), "the canonical form is jsoncpp's");
   auto again = cakewalk::ParseJson(canonical, "canonical form", 1 << 22);
   FuzzCheck(again.ok(), "the canonical form of an accepted document parses");
   FuzzCheck(*again == *parsed, "the canonical form parses to an equal value");
