@@ -171,6 +171,8 @@ void AppendJson(const Json::Value& value, std::string& out) {
 }
 }  // namespace
 
+void AppendJsonString(std::string_view text, std::string& out) { AppendQuoted(text, out); }
+
 // Written straight into a string rather than by jsoncpp's stream writer, which copies every
 // object's member names and writes through an ostream (access sync writes one record per user).
 // The output is jsoncpp's, byte for byte, with Builder's settings and no indentation:

@@ -27,6 +27,9 @@ Result<Json::Value> ParseJson(std::string_view text, std::string_view what,
 // Compact JSON with object keys in byte order and UTF-8 emitted as is: the canonical form used for
 // hashing records and for request bodies.
 std::string WriteJson(const Json::Value& value);
+// Appends `text` as a JSON string exactly as WriteJson writes strings (for writers of canonical
+// JSON that build no Json::Value).
+void AppendJsonString(std::string_view text, std::string& out);
 // Indented JSON for people.
 std::string WritePrettyJson(const Json::Value& value);
 

@@ -226,7 +226,8 @@ class SyncRun {
   // One record as its canonical JSON (WriteJson): hashed and handed to the sink as these bytes.
   Status Emit(std::string_view kind, std::string canonical);
   Status EmitUsers(bool* drained);
-  Json::Value UserRecord(const SpooledUser& u) const;
+  // The user's record as canonical JSON; *human tells whether it is a human's.
+  std::string UserRecordText(const SpooledUser& u, bool* human) const;
   Json::Value GroupRecord(const Group& g) const;
   SyncProgress Progress();
   void Notify() { events_cv_.notify_all(); }
@@ -1084,7 +1085,7 @@ Status SyncRun::Emit(std::string_view kind, std::string canonical) {
   return Status::Ok();
 }
 
-Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
+std::string SyncRun::UserRecordText(const SpooledUser& u, bool* human) const {
   std::vector<std::string> group_names;
   std::uint64_t products = 0;
   bool admin = false, system_admin = false;
@@ -1120,29 +1121,62 @@ Json::Value SyncRun::UserRecord(const SpooledUser& u) const {
     verdict = ClassifyDataCenterUser(signals, options_.nhi_patterns);
   }
 
-  // Keys as StaticString: jsoncpp then keeps a pointer to the literal instead of a copy, which
-  // saves a dozen allocations (and frees) per record.
-  using K = Json::StaticString;
-  Json::Value r(Json::objectValue);
-  r[K("kind")] = K("user");
-  r[K("id")] = u.row.id;
-  r[K("username")] = TextOrNull(u.row.username);
-  r[K("email")] = TextOrNull(u.row.email);
-  r[K("display_name")] = u.row.display_name;
-  r[K("active")] = u.row.active;
-  r[K("human")] = verdict.human;
-  r[K("nhi_type")] = verdict.human ? Json::Value(Json::nullValue) : Json::Value(verdict.type);
-  if (!verdict.human) r[K("nhi_reason")] = verdict.reason;
-  Json::Value& groups = r[K("groups")] = Json::Value(Json::arrayValue);
-  groups.resize(static_cast<Json::ArrayIndex>(group_names.size()));
-  for (Json::ArrayIndex i = 0; i < group_names.size(); ++i) groups[i] = std::move(group_names[i]);
-  Json::Value& prods = r[K("products")] = Json::Value(Json::arrayValue);
-  for (auto& p : product_keys) prods.append(std::move(p));
-  Json::Value& perms = r[K("permissions")] = Json::Value(Json::arrayValue);
-  if (admin || system_admin) perms.append(K("ADMINISTER"));
-  if (system_admin) perms.append(K("SYSTEM_ADMIN"));
-  r[K("level")] = K(AccessLevel(system_admin, admin, has_product).data());
-  r[K("last_login")] = TextOrNull(u.row.last_login);
+  // Written as canonical JSON directly, members in byte order of their names as WriteJson writes
+  // them: a JSON tree per user cost more than everything else the record needs. The sync tests
+  // and the jira_responses fuzzer hold every record to WriteJson of its parsed self.
+  std::string r;
+  r.reserve(320 + 40 * group_names.size());
+  const auto text = [&r](std::string_view v) { AppendJsonString(v, r); };
+  const auto text_or_null = [&](const std::optional<std::string>& v) {
+    if (v) {
+      text(*v);
+    } else {
+      r += "null";
+    }
+  };
+  const auto texts = [&](const std::vector<std::string>& list) {
+    r += '[';
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (i > 0) r += ',';
+      text(list[i]);
+    }
+    r += ']';
+  };
+  r += "{\"active\":";
+  r += u.row.active ? "true" : "false";
+  r += ",\"display_name\":";
+  text(u.row.display_name);
+  r += ",\"email\":";
+  text_or_null(u.row.email);
+  r += ",\"groups\":";
+  texts(group_names);
+  r += ",\"human\":";
+  r += verdict.human ? "true" : "false";
+  r += ",\"id\":";
+  text(u.row.id);
+  r += ",\"kind\":\"user\",\"last_login\":";
+  text_or_null(u.row.last_login);
+  r += ",\"level\":";
+  text(AccessLevel(system_admin, admin, has_product));
+  if (!verdict.human) {
+    r += ",\"nhi_reason\":";
+    text(verdict.reason);
+  }
+  r += ",\"nhi_type\":";
+  if (verdict.human) {
+    r += "null";
+  } else {
+    text(verdict.type);
+  }
+  r += ",\"permissions\":[";
+  if (admin || system_admin) r += "\"ADMINISTER\"";
+  if (system_admin) r += ",\"SYSTEM_ADMIN\"";
+  r += "],\"products\":";
+  texts(product_keys);
+  r += ",\"username\":";
+  text_or_null(u.row.username);
+  r += '}';
+  *human = verdict.human;
   return r;
 }
 
@@ -1214,9 +1248,9 @@ void SyncRun::BuildUsers(std::stop_token stop) {
     batch->human.reserve(users.size());
     for (const SpooledUser& u : users) {
       if (stop.stop_requested()) return;
-      const Json::Value record = UserRecord(u);
-      batch->canonical.push_back(WriteJson(record));
-      batch->human.push_back(record["human"].asBool());
+      bool human = true;
+      batch->canonical.push_back(UserRecordText(u, &human));
+      batch->human.push_back(human);
     }
     {
       std::lock_guard lock(mu_);
