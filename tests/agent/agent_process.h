@@ -61,7 +61,9 @@ class AgentHome {
                    const std::string& value);
 
   // `cakewalk-agent --config ... run`, standard error appended to log_path(); `env` adds or
-  // replaces environment variables ("NAME=value").
+  // replaces environment variables ("NAME=value"). With CAKEWALK_TEST_AGENT_WRAPPER set (a
+  // program, e.g. a script starting heaptrack's preload), that program is started instead with
+  // the agent's command line as its arguments, and must exec it.
   Child Start(const std::vector<std::string>& env = {}) const;
   // Everything the agent processes logged so far.
   std::string Log() const;
