@@ -86,6 +86,197 @@ Json::Value TextOrNull(const std::optional<std::string>& v) {
   return v ? Json::Value(*v) : Json::Value(Json::nullValue);
 }
 
+// ---- Big pages, parsed an element at a time ---------------------------------------------------
+// A page of 1000 users parsed as one Json::Value tree takes about 3 MB (a map node, a key and a
+// value for every member of every user), several times its text, and the user listing's pages
+// overlap everything else the sync holds: on a site with many users for as long as the user
+// records go out. So the listing's pages are split first: a scanner finds where each element of
+// the page's array begins and ends, each element is parsed on its own by ParseJson (at most one
+// user's tree at a time), and the rest of the page (`{"isLast":..,"values":[]}`) likewise. The
+// scanner only finds boundaries, ParseJson still judges every byte; a body it does not follow
+// (anything but an array of values, or an object with one such member) is parsed whole as before.
+
+constexpr std::size_t kNoEnd = std::string_view::npos;
+// Nesting the scanner follows; deeper bodies are parsed whole, so that ParseJson's limit (64)
+// applies to them as to any answer.
+constexpr std::size_t kScanDepth = 60;
+
+bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::size_t SkipSpace(std::string_view t, std::size_t pos) {
+  while (pos < t.size() && IsJsonSpace(t[pos])) ++pos;
+  return pos;
+}
+
+// The end of the value starting at `pos`, nested `depth` deep in the document; kNoEnd when the
+// scanner cannot follow it (ParseJson then reads the whole body and says what is wrong).
+std::size_t ValueEnd(std::string_view t, std::size_t pos, std::size_t depth) {
+  if (pos >= t.size()) return kNoEnd;
+  const char c = t[pos];
+  if (c == '"') {
+    for (std::size_t i = pos + 1; i < t.size(); ++i) {
+      if (t[i] == '\\') {
+        ++i;
+      } else if (t[i] == '"') {
+        return i + 1;
+      }
+    }
+    return kNoEnd;
+  }
+  if (c == '{' || c == '[') {
+    std::string open;  // brackets not closed yet
+    for (std::size_t i = pos; i < t.size(); ++i) {
+      const char d = t[i];
+      if (d == '"') {
+        const std::size_t end = ValueEnd(t, i, 0);
+        if (end == kNoEnd) return kNoEnd;
+        i = end - 1;
+      } else if (d == '{' || d == '[') {
+        open.push_back(d);
+        if (depth + open.size() > kScanDepth) return kNoEnd;
+      } else if (d == '}' || d == ']') {
+        if (open.empty() || open.back() != (d == '}' ? '{' : '[')) return kNoEnd;
+        open.pop_back();
+        if (open.empty()) return i + 1;
+      }
+    }
+    return kNoEnd;
+  }
+  // A number, true, false or null: up to the next delimiter.
+  std::size_t i = pos;
+  while (i < t.size() && t[i] != ',' && t[i] != ']' && t[i] != '}' && !IsJsonSpace(t[i])) ++i;
+  return i == pos ? kNoEnd : i;
+}
+
+// The elements of the array starting at `open` (a '['), nested `depth` deep; the position after
+// its ']', or kNoEnd.
+std::size_t ArrayItems(std::string_view t, std::size_t open, std::size_t depth,
+                       std::vector<std::string_view>& items) {
+  std::size_t pos = SkipSpace(t, open + 1);
+  if (pos < t.size() && t[pos] == ']') return pos + 1;
+  while (true) {
+    const std::size_t end = ValueEnd(t, pos, depth + 1);
+    if (end == kNoEnd) return kNoEnd;
+    items.push_back(t.substr(pos, end - pos));
+    pos = SkipSpace(t, end);
+    if (pos >= t.size()) return kNoEnd;
+    if (t[pos] == ']') return pos + 1;
+    if (t[pos] != ',') return kNoEnd;
+    pos = SkipSpace(t, pos + 1);
+  }
+}
+
+struct SplitPage {
+  std::string rest;  // the page with the array emptied ("" when the page is the array)
+  std::vector<std::string_view> items;
+};
+
+std::optional<SplitPage> SplitPageTextOfAnyItems(std::string_view body, std::string_view key);
+
+// Splits `body`: an array of items (`key` empty) or an object whose member `key` (exactly so
+// spelled, once) is the array of items, every item an object or an array (ParseJson takes no
+// other document). nullopt when the body is not shaped so.
+std::optional<SplitPage> SplitPageText(std::string_view body, std::string_view key) {
+  std::optional<SplitPage> page = SplitPageTextOfAnyItems(body, key);
+  if (!page) return std::nullopt;
+  for (std::string_view item : page->items) {
+    if (item.front() != '{' && item.front() != '[') return std::nullopt;
+  }
+  return page;
+}
+
+std::optional<SplitPage> SplitPageTextOfAnyItems(std::string_view body, std::string_view key) {
+  SplitPage page;
+  std::size_t pos = SkipSpace(body, 0);
+  if (key.empty()) {
+    if (pos >= body.size() || body[pos] != '[') return std::nullopt;
+    const std::size_t end = ArrayItems(body, pos, 1, page.items);
+    if (end == kNoEnd || SkipSpace(body, end) != body.size()) return std::nullopt;
+    return page;
+  }
+  if (pos >= body.size() || body[pos] != '{') return std::nullopt;
+  std::size_t array_open = kNoEnd, array_end = kNoEnd;
+  pos = SkipSpace(body, pos + 1);
+  if (pos < body.size() && body[pos] == '}') return std::nullopt;  // no array at all
+  while (true) {
+    const std::size_t key_end =
+        pos < body.size() && body[pos] == '"' ? ValueEnd(body, pos, 1) : kNoEnd;
+    if (key_end == kNoEnd) return std::nullopt;
+    const std::string_view name = body.substr(pos + 1, key_end - pos - 2);
+    pos = SkipSpace(body, key_end);
+    if (pos >= body.size() || body[pos] != ':') return std::nullopt;
+    pos = SkipSpace(body, pos + 1);
+    std::size_t end;
+    if (name == key) {
+      if (array_open != kNoEnd || pos >= body.size() || body[pos] != '[') return std::nullopt;
+      array_open = pos;
+      end = ArrayItems(body, pos, 1, page.items);
+      array_end = end;
+    } else {
+      end = ValueEnd(body, pos, 1);
+    }
+    if (end == kNoEnd) return std::nullopt;
+    pos = SkipSpace(body, end);
+    if (pos >= body.size()) return std::nullopt;
+    if (body[pos] == '}') break;
+    if (body[pos] != ',') return std::nullopt;
+    pos = SkipSpace(body, pos + 1);
+  }
+  if (array_open == kNoEnd || SkipSpace(body, pos + 1) != body.size()) return std::nullopt;
+  page.rest.reserve(body.size() - (array_end - array_open) + 2);
+  page.rest.append(body.substr(0, array_open + 1));
+  page.rest.append(body.substr(array_end - 1));
+  return page;
+}
+
+// Parses a page of items (see above): `*rest` gets the page without its items (the array at `key`
+// emptied; an empty array when `key` is empty and the page is an array), `item` each item in
+// order. An empty body leaves `*rest` null; malformed JSON is Jira's failure, as RestClient says.
+Status ParsePageByItem(std::string_view body, std::string_view key, std::string_view what,
+                       Json::Value* rest, const std::function<Status(const Json::Value&)>& item) {
+  const auto malformed = [&] {
+    return JiraUnavailable("Jira answered " + std::string(what) + " with malformed JSON");
+  };
+  *rest = Json::Value();
+  if (body.empty()) return Status::Ok();
+  std::optional<SplitPage> split;
+  if (body.size() <= kMaxJsonBytes) split = SplitPageText(body, key);
+  if (split) {
+    if (key.empty()) {
+      *rest = Json::Value(Json::arrayValue);
+    } else {
+      auto parsed = ParseJson(split->rest, "Jira's answer");
+      if (!parsed.ok()) return malformed();
+      *rest = std::move(*parsed);
+      // An escaped spelling of the key parses to the same name: ParseJson refuses the duplicate
+      // above; anything else but the emptied array here means the scanner was wrong.
+      if (!rest->isObject() || !(*rest)[std::string(key)].isArray() ||
+          !(*rest)[std::string(key)].empty()) {
+        return malformed();
+      }
+    }
+    for (std::string_view text : split->items) {
+      auto parsed = ParseJson(text, "Jira's answer");
+      if (!parsed.ok()) return malformed();
+      CW_RETURN_IF_ERROR(item(*parsed));
+    }
+    return Status::Ok();
+  }
+  auto parsed = ParseJson(body, "Jira's answer");
+  if (!parsed.ok()) return malformed();
+  *rest = std::move(*parsed);
+  Json::Value items;
+  if (key.empty() && rest->isArray()) {
+    items.swap(*rest);
+    *rest = Json::Value(Json::arrayValue);
+  } else if (!key.empty() && rest->isObject() && (*rest)[std::string(key)].isArray()) {
+    items.swap((*rest)[std::string(key)]);
+    (*rest)[std::string(key)] = Json::Value(Json::arrayValue);
+  }
+  for (const Json::Value& i : items) CW_RETURN_IF_ERROR(item(i));
+  return Status::Ok();
+}
+
 class Sha256 {
  public:
   Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
@@ -287,20 +478,24 @@ class SyncRun {
   // Emission state (the calling thread only).
   Sha256 sha_;
   std::int64_t records_ = 0, users_ = 0, groups_emitted_ = 0, non_human_ = 0, credentials_ = 0;
-  std::int64_t last_user_seq_ = 0;  // the last user read from the store
-  // User records built on the builder thread (canonical JSON, and whether each is a person),
-  // emitted in store order.
+  // User records read from the store and built on the builder thread (canonical JSON, and whether
+  // each is a person), emitted in store order. The emitting thread asks for each batch; the builder
+  // reads the next kEmitBatch users after the last it read (an empty batch: none yet) and builds.
   struct UserBatch {
+    std::int64_t asked_in_call = 0;  // which EmitUsers call asked for it
     std::vector<std::string> canonical;
     std::vector<bool> human;
+    Status read;         // a failed store read
     bool built = false;  // under mu_
   };
   std::deque<std::shared_ptr<UserBatch>> user_batches_;
   std::int64_t user_batches_emitted_ = 0;
-  // One thread builds them (the records live in its malloc arena only, not in every pool
-  // thread's), started with the first batch.
+  std::int64_t emit_users_calls_ = 0;
+  // One thread reads and builds them (the records live in its malloc arena only, not in every
+  // pool thread's), started with the first batch.
   void BuildUsers(std::stop_token stop);
-  std::deque<std::pair<std::shared_ptr<UserBatch>, std::vector<SpooledUser>>> to_build_;  // mu_
+  std::int64_t last_user_seq_ = 0;                   // the builder thread's: the last user read
+  std::deque<std::shared_ptr<UserBatch>> to_build_;  // mu_
   std::condition_variable_any build_cv_;
   std::jthread builder_;  // before pool_: stopped and joined after it
 
@@ -813,11 +1008,23 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
   RestCall call = Api({"user", "list"});
   call.query.emplace_back("maxResults", std::to_string(kUserPageSize));
   if (cursor) call.query.emplace_back("cursor", *cursor);
-  Json::Value bean;
+  call.unparsed_success = true;  // parsed a user at a time (ParsePageByItem)
+  RestReply reply;
   {
     SyncGate::Priority first;
-    CW_ASSIGN_OR_RETURN(bean, Get(call, "GET user/list"));
+    CW_ASSIGN_OR_RETURN(reply, Execute(call, "GET user/list"));
   }
+  if (!reply.ok()) return Unexpected(reply, "GET user/list");
+  Json::Value bean;
+  std::vector<UserRow> rows;
+  rows.reserve(kUserPageSize);
+  CW_RETURN_IF_ERROR(ParsePageByItem(reply.response.body, "values", "GET user/list", &bean,
+                                     [&](const Json::Value& item) -> Status {
+                                       CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
+                                       rows.push_back(std::move(row));
+                                       return Status::Ok();
+                                     }));
+  reply = RestReply();
   if (!bean.isObject() || !bean["values"].isArray()) {
     return JiraInternal("Jira answered GET user/list with no page of values");
   }
@@ -850,13 +1057,6 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
     }
   }
   if (submit_next && !defer) submit_next();
-  std::vector<UserRow> rows;
-  rows.reserve(bean["values"].size());
-  for (const Json::Value& item : bean["values"]) {
-    CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
-    rows.push_back(std::move(row));
-  }
-  bean = Json::Value();
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
   rows = {};
   ReleaseFreedMemory();
@@ -906,16 +1106,21 @@ Status SyncRun::UserSearchPage(std::int64_t start) {
   }
   call.query.emplace_back("startAt", std::to_string(start));
   call.query.emplace_back("maxResults", std::to_string(kUserPageSize));
-  CW_ASSIGN_OR_RETURN(Json::Value items, Get(call, what));
-  if (!items.isArray()) return JiraInternal("Jira answered " + what + " with no list");
+  call.unparsed_success = true;  // parsed a user at a time (ParsePageByItem)
+  CW_ASSIGN_OR_RETURN(RestReply reply, Execute(call, what));
+  if (!reply.ok()) return Unexpected(reply, what);
+  Json::Value page;
   std::vector<UserRow> rows;
-  rows.reserve(items.size());
-  for (const Json::Value& item : items) {
-    CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
-    rows.push_back(std::move(row));
-  }
-  const bool empty = items.empty();
-  items = Json::Value();
+  rows.reserve(kUserPageSize);
+  CW_RETURN_IF_ERROR(
+      ParsePageByItem(reply.response.body, "", what, &page, [&](const Json::Value& item) -> Status {
+        CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
+        rows.push_back(std::move(row));
+        return Status::Ok();
+      }));
+  reply = RestReply();
+  if (!page.isArray()) return JiraInternal("Jira answered " + what + " with no list");
+  const bool empty = rows.empty();
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
   rows = {};
   ReleaseFreedMemory();
@@ -1180,28 +1385,29 @@ std::string SyncRun::UserRecordText(const SpooledUser& u, bool* human) const {
   return r;
 }
 
-// Emits the next batch of spooled users; `drained` tells whether none was left.
-// Users are read here in store order, kEmitBatch at a time; each batch's records (and their
-// canonical JSON, for the hash) are built by the builder thread while this thread emits the
-// batches before it, in the same order. At most kUserBatchesAhead batches wait, so the memory stays
-// bounded. One call emits at most kUserBatchesAhead batches (the caller reports progress between
-// calls); *drained says that the store had no more users and every batch is out.
+// Emits the next batches of spooled users; `drained` tells whether none was left.
+// The builder thread reads the users in store order, kEmitBatch at a time, and builds each
+// batch's records (and their canonical JSON, for the hash) while this thread emits the batches
+// before it, in the same order. At most kUserBatchesAhead batches are asked for ahead, so the
+// memory stays bounded. One call emits at most kUserBatchesAhead batches (the caller reports
+// progress between calls). *drained says that a read asked for in this call found no more users
+// and every batch is out: the caller looked at the listing's state before this call, so a drained
+// store after a finished listing has nothing left to add.
 Status SyncRun::EmitUsers(bool* drained) {
+  const std::int64_t call = ++emit_users_calls_;
   bool store_empty = false;
-  for (std::size_t emitted = 0; emitted < kUserBatchesAhead; ++emitted) {
-    while (!store_empty && user_batches_.size() < kUserBatchesAhead) {
-      CW_ASSIGN_OR_RETURN(std::vector<SpooledUser> users,
-                          store_->UsersAfter(last_user_seq_, kEmitBatch));
-      if (users.empty()) {
-        store_empty = true;
-        break;
-      }
-      last_user_seq_ = users.back().seq;
+  std::size_t emitted = 0;
+  while (true) {
+    // Nothing more is asked for once a read of this call found the store empty: the batches
+    // already asked for are emitted, and the call ends drained unless one of them found users.
+    while (!store_empty && emitted < kUserBatchesAhead &&
+           user_batches_.size() < kUserBatchesAhead) {
       auto batch = std::make_shared<UserBatch>();
+      batch->asked_in_call = call;
       user_batches_.push_back(batch);
       {
         std::lock_guard lock(mu_);
-        to_build_.emplace_back(batch, std::move(users));
+        to_build_.push_back(batch);
       }
       build_cv_.notify_one();
       if (!builder_.joinable()) {
@@ -1221,6 +1427,13 @@ Status SyncRun::EmitUsers(bool* drained) {
       }
     }
     user_batches_.pop_front();
+    CW_RETURN_IF_ERROR(batch->read);
+    if (batch->canonical.empty()) {
+      // An empty read asked for in an earlier call may predate users added since.
+      store_empty = batch->asked_in_call == call;
+      continue;
+    }
+    store_empty = false;
     for (std::size_t i = 0; i < batch->canonical.size(); ++i) {
       if (!batch->human[i]) ++non_human_;
       CW_RETURN_IF_ERROR(Emit("user", std::move(batch->canonical[i])));
@@ -1228,6 +1441,7 @@ Status SyncRun::EmitUsers(bool* drained) {
     // Records are freed here, in the builder's arena and by the sink: hand that back now and
     // then, as the user pages do.
     if (++user_batches_emitted_ % kBatchesPerTrim == 0) ReleaseFreedMemory();
+    if (++emitted >= kUserBatchesAhead) break;
   }
   *drained = store_empty && user_batches_.empty();
   return Status::Ok();
@@ -1236,21 +1450,25 @@ Status SyncRun::EmitUsers(bool* drained) {
 void SyncRun::BuildUsers(std::stop_token stop) {
   while (true) {
     std::shared_ptr<UserBatch> batch;
-    std::vector<SpooledUser> users;
     {
       std::unique_lock lock(mu_);
       if (!build_cv_.wait(lock, stop, [&] { return !to_build_.empty(); })) return;
-      batch = std::move(to_build_.front().first);
-      users = std::move(to_build_.front().second);
+      batch = std::move(to_build_.front());
       to_build_.pop_front();
     }
-    batch->canonical.reserve(users.size());
-    batch->human.reserve(users.size());
-    for (const SpooledUser& u : users) {
-      if (stop.stop_requested()) return;
-      bool human = true;
-      batch->canonical.push_back(UserRecordText(u, &human));
-      batch->human.push_back(human);
+    auto users = store_->UsersAfter(last_user_seq_, kEmitBatch);
+    if (!users.ok()) {
+      batch->read = users.status();
+    } else if (!users->empty()) {
+      last_user_seq_ = users->back().seq;
+      batch->canonical.reserve(users->size());
+      batch->human.reserve(users->size());
+      for (const SpooledUser& u : *users) {
+        if (stop.stop_requested()) return;
+        bool human = true;
+        batch->canonical.push_back(UserRecordText(u, &human));
+        batch->human.push_back(human);
+      }
     }
     {
       std::lock_guard lock(mu_);
