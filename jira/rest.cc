@@ -224,6 +224,11 @@ Result<RestReply> RestClient::Execute(const RestCall& call, Authenticator* auth,
       reply.response = std::move(resp);
       return reply;
     }
+    if (call.unparsed_success && status >= 200 && status < 300 &&
+        (resp.body.empty() || IsJson(resp))) {
+      reply.response = std::move(resp);
+      return reply;
+    }
     if (!resp.body.empty() && IsJson(resp)) {
       auto parsed = ParseJson(resp.body, "Jira's answer");
       if (parsed.ok()) {

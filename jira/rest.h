@@ -68,6 +68,9 @@ struct RestCall {
   std::string content_type;         // of secret_body; default application/json
   bool sensitive_response = false;  // the answer carries a secret: not parsed, wiped
   bool retry_conflict = false;      // 409 means "took too long": retry like a 429
+  // A successful answer's body is left unparsed (reply.json null; still refused when it is not
+  // JSON): for big pages that the caller parses piece by piece instead of as one tree.
+  bool unparsed_success = false;
   std::vector<http::Header> headers;
 };
 
