@@ -57,6 +57,38 @@ TEST(JsonTest, CanonicalWriterIsReusedSafely) {
   EXPECT_EQ(bad.load(), 0);
 }
 
+// The reader is reused per thread: a refused document (even one that made jsoncpp throw) leaves
+// nothing behind for the next parse, on this thread or another.
+TEST(JsonTest, ReaderIsReusedSafely) {
+  for (int round = 0; round < 3; ++round) {
+    auto deep = ParseJson(std::string(100, '[') + std::string(100, ']'), "deep doc");
+    ASSERT_FALSE(deep.ok());
+    auto dup = ParseJson(R"({"a": 1, "a": 2})", "dup doc");
+    ASSERT_FALSE(dup.ok());
+    EXPECT_NE(dup.status().message().find("dup doc"), std::string::npos);
+    EXPECT_NE(deep.status().message().find("stackLimit"), std::string::npos);
+    EXPECT_EQ(dup.status().message().find("stackLimit"), std::string::npos);
+    auto good = ParseJson(R"({"a": [1, {"b": "c"}]})", "good doc");
+    ASSERT_TRUE(good.ok()) << good.status().ToString();
+    EXPECT_EQ(WriteJson(*good), R"({"a":[1,{"b":"c"}]})");
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&bad, t] {
+      for (int i = 0; i < 300; ++i) {
+        const std::string text =
+            "{\"t\": " + std::to_string(t) + ", \"i\": " + std::to_string(i) + "}";
+        auto v = ParseJson(text, "doc");
+        if (!v.ok() || (*v)["i"].asInt() != i || (*v)["t"].asInt() != t) ++bad;
+        if (ParseJson("{\"x\": }", "broken").ok()) ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
 // jsoncpp's own writer with the settings the canonical form was first defined by.
 std::string JsoncppCanonical(const Json::Value& value) {
   Json::StreamWriterBuilder builder;
