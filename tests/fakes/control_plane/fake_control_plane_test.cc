@@ -931,6 +931,48 @@ TEST(FakeControlPlaneResult, AccessSyncOutputIsCheckedAgainstTheRecords) {
   }
 }
 
+// An agent that finished a sync but could not deliver the result before its lease expired re-sends
+// the stored result under the next delivery, without running the sync again: the output answers
+// for the records of the delivery that produced it, and must still match them exactly.
+TEST(FakeControlPlaneResult, StoredSyncResultSentAgainAnswersForItsOwnDeliverysRecords) {
+  FakeClock clock;
+  FakeControlPlaneOptions options;
+  options.clock = &clock;
+  auto fake = MakeFake(options);
+  DirectAgent agent = DirectAgent::Enroll(*fake);
+  for (bool honest : {true, false}) {
+    SCOPED_TRACE(honest ? "the stored output" : "an output matching no delivery");
+    const std::string id = Enqueue(*fake, AccessSync());
+    const std::string lease1 = agent.Claim(1, 0)[0]["lease_id"].asString();
+    const Json::Value page = Records({"u1", "u2"});
+    ASSERT_EQ(agent.Post("/jobs/" + id + "/records", RecordsBody(lease1, 0, page)).status, 200);
+    std::string concatenated;
+    for (const auto& r : page) concatenated += WriteJson(r);
+    unsigned char digest[32];
+    unsigned int len = 0;
+    EVP_Digest(concatenated.data(), concatenated.size(), digest, &len, EVP_sha256(), nullptr);
+    Json::Value output(Json::objectValue);
+    output["counts"]["users"] = 2;
+    output["counts"]["groups"] = 0;
+    output["counts"]["non_human"] = 0;
+    output["counts"]["credentials"] = 0;
+    output["records"] = honest ? 2 : 3;
+    output["pages"] = 1;
+    output["sha256"] = HexEncode(std::span(digest, len));
+    output["duration_ms"] = 10;
+    clock.Advance(seconds(61));  // the result never arrived: the job is delivered again
+    Json::Value again = agent.Claim(1, 0);
+    ASSERT_EQ(again.size(), 1u);
+    const std::string lease2 = again[0]["lease_id"].asString();
+    ASSERT_NE(lease2, lease1);
+    const auto before = fake->Violations().size();
+    ASSERT_EQ(agent.Post("/jobs/" + id + "/result", ResultBody(lease2, "succeeded", output)).status,
+              200);
+    // Otherwise it is held to its own delivery, which sent nothing: records, pages, users, sha256.
+    EXPECT_EQ(fake->Violations().size(), before + (honest ? 0 : 4));
+  }
+}
+
 TEST(FakeControlPlaneResult, ReplayedJobIsASeparateDeliveryUnderTheSameId) {
   auto fake = MakeFake();
   DirectAgent agent = DirectAgent::Enroll(*fake);
