@@ -1057,7 +1057,7 @@ void FakeControlPlane::Impl::CheckSyncOutputLocked(JobInfo& job, const std::stri
     s.sha256 = HexSha256(concatenated);
     return s;
   };
-  const auto same = [&output](const Json::Value& got, std::int64_t expected) {
+  const auto same = [](const Json::Value& got, std::int64_t expected) {
     return got.isIntegral() && got.asInt64() == expected;
   };
   const auto matches = [&](const Summary& s) {
