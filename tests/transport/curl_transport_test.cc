@@ -657,19 +657,22 @@ TEST_P(MutualTlsTest, AFailingIdentityHookIsAClearError) {
   EXPECT_TRUE(server_->requests().empty());
 }
 
-// Counts, through an SSL_CTX hook, the new connections and the server Certificate messages the
-// client receives: one per full handshake, none when a session was resumed.
+// Counts, through an SSL_CTX hook, the new connections, the server Certificate messages the
+// client receives (one per full handshake, none when a session was resumed) and the session
+// tickets it receives.
 struct HandshakeCounter {
   std::atomic<int> connections{0};
   std::atomic<int> server_certificates{0};
+  std::atomic<int> tickets{0};
 };
 
 void CountServerCertificate(int write_p, int, int content_type, const void* buf, size_t len, SSL*,
                             void* arg) {
-  if (write_p == 0 && content_type == SSL3_RT_HANDSHAKE && len > 0 &&
-      static_cast<const unsigned char*>(buf)[0] == SSL3_MT_CERTIFICATE) {
-    ++static_cast<HandshakeCounter*>(arg)->server_certificates;
-  }
+  if (write_p != 0 || content_type != SSL3_RT_HANDSHAKE || len == 0) return;
+  auto* counter = static_cast<HandshakeCounter*>(arg);
+  const unsigned char type = static_cast<const unsigned char*>(buf)[0];
+  if (type == SSL3_MT_CERTIFICATE) ++counter->server_certificates;
+  if (type == SSL3_MT_NEWSESSION_TICKET) ++counter->tickets;
 }
 
 http::ClientIdentityHook Counting(http::ClientIdentityHook inner, HandshakeCounter* counter) {
@@ -702,13 +705,22 @@ TEST_P(MutualTlsTest, FreshConnectionsOfAnyPooledHandleResumeTheTlsSession) {
   };
   const Request write = fresh_write("/write");
   ASSERT_TRUE(t->Send(write).ok());  // the first pooled handle: a full handshake
+  const int tickets_before_second =
+      GetParam() == ServerOptions::MaxTls::kTls13 ? counter.tickets.load() + 1 : 0;
   // While that handle is busy with a slow write, this thread's write takes a second handle, whose
   // own session cache would be empty.
   std::thread busy([&] {
     auto r = t->Send(fresh_write("/slow"));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
   });
-  for (int i = 0; i < 500 && server_->requests().size() < 2; ++i) {
+  // A TLS 1.3 session resumes once: OpenSSL marks it not resumable when a handshake has resumed
+  // it (RFC 8446 asks clients not to reuse a ticket), and the resumed connection gets a new ticket
+  // right after its handshake. So under TLS 1.3 this write can only resume once the slow write's
+  // connection has received its ticket (the full handshake sent two); sooner it would offer no
+  // session and make a full handshake, as it did on a loaded CI machine.
+  for (int i = 0; i < 500 && (server_->requests().size() < 2 ||
+                              counter.tickets.load() < tickets_before_second);
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   auto second = t->Send(write);
