@@ -895,6 +895,36 @@ TEST(FakeControlPlaneResult, ValidatesShapeCodesAndOutputs) {
             200);
 }
 
+// The output of an access sync that sent these pages of records: their counts and the sha256 of
+// their canonical JSON, in order (docs/protocol.md).
+struct SyncCounts {
+  int users = 0;
+  int groups = 0;
+  int non_human = 0;
+};
+
+Json::Value SyncOutput(const std::vector<Json::Value>& pages, SyncCounts counts) {
+  std::string concatenated;
+  int records = 0;
+  for (const Json::Value& page : pages) {
+    for (const auto& r : page) concatenated += WriteJson(r);
+    records += static_cast<int>(page.size());
+  }
+  unsigned char digest[32];
+  unsigned int len = 0;
+  EVP_Digest(concatenated.data(), concatenated.size(), digest, &len, EVP_sha256(), nullptr);
+  Json::Value output(Json::objectValue);
+  output["counts"]["users"] = counts.users;
+  output["counts"]["groups"] = counts.groups;
+  output["counts"]["non_human"] = counts.non_human;
+  output["counts"]["credentials"] = 0;
+  output["records"] = records;
+  output["pages"] = static_cast<int>(pages.size());
+  output["sha256"] = HexEncode(std::span(digest, len));
+  output["duration_ms"] = 10;
+  return output;
+}
+
 TEST(FakeControlPlaneResult, AccessSyncOutputIsCheckedAgainstTheRecords) {
   auto fake = MakeFake();
   DirectAgent agent = DirectAgent::Enroll(*fake);
@@ -909,21 +939,8 @@ TEST(FakeControlPlaneResult, AccessSyncOutputIsCheckedAgainstTheRecords) {
                                    "t");
     ASSERT_EQ(agent.Post("/jobs/" + id + "/records", RecordsBody(lease, 0, page0)).status, 200);
     ASSERT_EQ(agent.Post("/jobs/" + id + "/records", RecordsBody(lease, 1, page1)).status, 200);
-    std::string concatenated;
-    for (const auto& r : page0) concatenated += WriteJson(r);
-    for (const auto& r : page1) concatenated += WriteJson(r);
-    unsigned char digest[32];
-    unsigned int len = 0;
-    EVP_Digest(concatenated.data(), concatenated.size(), digest, &len, EVP_sha256(), nullptr);
-    Json::Value output(Json::objectValue);
-    output["counts"]["users"] = 2;
-    output["counts"]["groups"] = 1;
-    output["counts"]["non_human"] = 1;
-    output["counts"]["credentials"] = 0;
-    output["records"] = 3;
-    output["pages"] = 2;
-    output["sha256"] = honest ? HexEncode(std::span(digest, len)) : std::string(64, '0');
-    output["duration_ms"] = 10;
+    Json::Value output = SyncOutput({page0, page1}, {.users = 2, .groups = 1, .non_human = 1});
+    if (!honest) output["sha256"] = std::string(64, '0');
     const auto before = fake->Violations().size();
     ASSERT_EQ(agent.Post("/jobs/" + id + "/result", ResultBody(lease, "succeeded", output)).status,
               200);
@@ -946,20 +963,8 @@ TEST(FakeControlPlaneResult, StoredSyncResultSentAgainAnswersForItsOwnDeliverysR
     const std::string lease1 = agent.Claim(1, 0)[0]["lease_id"].asString();
     const Json::Value page = Records({"u1", "u2"});
     ASSERT_EQ(agent.Post("/jobs/" + id + "/records", RecordsBody(lease1, 0, page)).status, 200);
-    std::string concatenated;
-    for (const auto& r : page) concatenated += WriteJson(r);
-    unsigned char digest[32];
-    unsigned int len = 0;
-    EVP_Digest(concatenated.data(), concatenated.size(), digest, &len, EVP_sha256(), nullptr);
-    Json::Value output(Json::objectValue);
-    output["counts"]["users"] = 2;
-    output["counts"]["groups"] = 0;
-    output["counts"]["non_human"] = 0;
-    output["counts"]["credentials"] = 0;
-    output["records"] = honest ? 2 : 3;
-    output["pages"] = 1;
-    output["sha256"] = HexEncode(std::span(digest, len));
-    output["duration_ms"] = 10;
+    Json::Value output = SyncOutput({page}, {.users = 2});
+    if (!honest) output["records"] = 3;
     clock.Advance(seconds(61));  // the result never arrived: the job is delivered again
     Json::Value again = agent.Claim(1, 0);
     ASSERT_EQ(again.size(), 1u);
