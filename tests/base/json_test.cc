@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/jsoncpp_reference.h"
+
 namespace cakewalk {
 namespace {
 
@@ -89,18 +91,7 @@ TEST(JsonTest, ReaderIsReusedSafely) {
   EXPECT_EQ(bad.load(), 0);
 }
 
-// jsoncpp's own writer with the settings the canonical form was first defined by.
-std::string JsoncppCanonical(const Json::Value& value) {
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "";
-  builder["emitUTF8"] = true;
-  builder["commentStyle"] = "None";
-  builder["enableYAMLCompatibility"] = false;
-  builder["dropNullPlaceholders"] = false;
-  builder["useSpecialFloats"] = false;
-  builder["precision"] = 17;
-  return Json::writeString(builder, value);
-}
+using testing::JsoncppCanonical;
 
 // A random JSON value: strings and names of any bytes (controls, quotes, invalid UTF-8, NUL),
 // integers at their limits, doubles from random bits (NaN, infinities, subnormals), nesting,

@@ -9,21 +9,12 @@
 
 #include "base/json.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/support/jsoncpp_reference.h"
 
 using cakewalk::fuzz::FuzzCheck;
+using cakewalk::testing::JsoncppCanonical;
 
 namespace {
-
-std::string JsoncppCanonical(const Json::Value& value) {
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "";
-  builder["emitUTF8"] = true;
-  builder["commentStyle"] = "None";
-  builder["dropNullPlaceholders"] = false;
-  builder["useSpecialFloats"] = false;
-  builder["precision"] = 17;
-  return Json::writeString(builder, value);
-}
 
 void ExerciseFields(const Json::Value& object, int depth) {
   cakewalk::JsonFields f(object, "$");
