@@ -17,6 +17,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <utility>
 
 #include "base/c_free.h"
@@ -198,6 +199,7 @@ struct Transfer {
   bool callback_failed = false;  // an exception or allocation failure inside a callback
   std::size_t header_bytes = 0;
   Status identity_status;  // set when the client identity hook failed
+  bool cancelled = false;  // Request::cancel ended the transfer
 };
 
 // Appends to the body (the caller checked the cap). Growth is explicit, so the buffer never
@@ -392,12 +394,21 @@ struct Handle {
 // Runs one transfer of `c` through `multi` on the calling thread and returns its result, like
 // curl_easy_perform. `timeout` is the request's total timeout (CURLOPT_TIMEOUT_MS, which libcurl
 // enforces and reports as a timer); it also bounds a wait for which libcurl names no timer.
-CURLcode Perform(CURLM* multi, CURL* c, std::chrono::milliseconds timeout) {
+// A stop requested on `cancel` wakes the wait (curl_multi_wakeup may be called from any thread)
+// and ends the transfer with CURLE_ABORTED_BY_CALLBACK.
+CURLcode Perform(CURLM* multi, CURL* c, std::chrono::milliseconds timeout,
+                 const std::stop_token& cancel) {
+  if (cancel.stop_requested()) return CURLE_ABORTED_BY_CALLBACK;
   if (curl_multi_add_handle(multi, c) != CURLM_OK) return CURLE_FAILED_INIT;
+  std::stop_callback wake(cancel, [multi] { curl_multi_wakeup(multi); });
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   CURLcode result = CURLE_OK;
   bool done = false;
   while (!done) {
+    if (cancel.stop_requested()) {
+      result = CURLE_ABORTED_BY_CALLBACK;
+      break;
+    }
     int running = 0;
     const CURLMcode mc = curl_multi_perform(multi, &running);
     if (mc != CURLM_OK) {
@@ -764,7 +775,8 @@ Result<Response> CurlTransportImpl::Send(const Request& request) {
 
   handle->errbuf[0] = '\0';
   t_tls = TlsObservations{};
-  rc = Perform(handle->multi, c, timeout);
+  rc = Perform(handle->multi, c, timeout, request.cancel);
+  t.cancelled = rc == CURLE_ABORTED_BY_CALLBACK && request.cancel.stop_requested();
 
   // The handle must not keep pointers into this request.
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
@@ -803,6 +815,9 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
   if (!t.identity_status.ok()) {
     Status s = t.identity_status.WithContext("cannot present the client certificate to " + host);
     return s.reason().empty() ? s.WithReason(reason::kTlsHandshake) : s;
+  }
+  if (t.cancelled) {
+    return fail(Code::kAborted, "the request to " + host + " was cancelled", reason::kCancelled);
   }
   if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return fail(Code::kFailedPrecondition,

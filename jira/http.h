@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +49,10 @@ struct Request {
   // on it (a write answered by a reset). Callers set this for writes that must not be repeated
   // behind their back.
   bool fresh_connection = false;
+  // Cancels the request from another thread, at any point: Send then returns promptly, failed
+  // with reason kCancelled, and the connection is not used again. For long polls, which would
+  // otherwise hold a stopping agent for up to a minute.
+  std::stop_token cancel;
 };
 
 struct Response {
@@ -82,6 +87,7 @@ inline constexpr char kProxyError[] = "proxy_error";             // CONNECT answ
 inline constexpr char kResponseTooLarge[] = "response_too_large";
 inline constexpr char kProtocol[] = "protocol_error";  // malformed HTTP, reset
 inline constexpr char kBadUrl[] = "bad_url";           // not https://, unparsable
+inline constexpr char kCancelled[] = "cancelled";      // Request::cancel was requested
 }  // namespace reason
 
 class Transport {

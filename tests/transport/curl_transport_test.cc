@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <stop_token>
 #include <thread>
 
 #include "base/time.h"
@@ -534,6 +535,48 @@ TEST_F(CurlTransportTest, ALongPollSleepsUntilTheAnswerNotOnceASecond) {
   EXPECT_LE(waited, quick + 1) << "a 3.5 s long poll woke the thread " << waited
                                << " times, an instant answer " << quick << " times";
   EXPECT_EQ(server_->connections_accepted(), 1u);
+}
+
+TEST_F(CurlTransportTest, CancelEndsALongPollAtOnceAndTheTransportCarriesOn) {
+  StartServer([](const HttpRequest& req) {
+    HttpResponse r = Text(200, "jobs");
+    if (req.path == "/poll") r.fault = {Fault::kDelay, std::chrono::seconds(20)};
+    return r;
+  });
+  auto t = MustCreate(env_.TransportOpts());
+  std::stop_source stop;
+  Request poll = Get(Url("/poll"));
+  poll.timeout = std::chrono::seconds(50);
+  poll.cancel = stop.get_token();
+  std::thread stopper([&] {
+    // Once the server holds the poll: the transport is waiting in curl_multi_poll.
+    for (int i = 0; i < 1000 && server_->requests().empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    stop.request_stop();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto resp = t->Send(poll);
+  const auto took = std::chrono::steady_clock::now() - start;
+  stopper.join();
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().code(), Code::kAborted);
+  EXPECT_EQ(resp.status().reason(), reason::kCancelled);
+  EXPECT_NE(resp.status().message().find("was cancelled"), std::string::npos);
+  ASSERT_EQ(server_->requests().size(), 1u);
+  // Well short of the server's 20 s hold (and of the 50 s timeout).
+  EXPECT_LT(took, std::chrono::seconds(10));
+
+  // A request whose token was stopped before it started is not sent at all.
+  auto again = t->Send(poll);
+  EXPECT_EQ(again.status().reason(), reason::kCancelled);
+  EXPECT_EQ(server_->requests().size(), 1u);
+
+  // The transport is still usable; the cut-off connection is not reused.
+  auto next = t->Send(Get(Url("/next")));
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->body, "jobs");
+  EXPECT_EQ(server_->connections_accepted(), 2u);
 }
 
 // ------------------------------------------------------------------------------------------
