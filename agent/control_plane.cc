@@ -267,7 +267,8 @@ Result<std::vector<SigningKey>> ControlPlaneClient::SigningKeys() {
   return keys;
 }
 
-Result<std::vector<ClaimedJob>> ControlPlaneClient::Claim(int max_jobs, int wait_seconds) {
+Result<std::vector<ClaimedJob>> ControlPlaneClient::Claim(int max_jobs, int wait_seconds,
+                                                          std::stop_token cancel) {
   const std::string what = "claim (POST /jobs/claim)";
   if (max_jobs < 1 || max_jobs > 100 || wait_seconds < 0 || wait_seconds > 60) {
     return InvalidArgument(what + ": max_jobs must be 1..100 and wait_seconds 0..60, got " +
@@ -279,6 +280,7 @@ Result<std::vector<ClaimedJob>> ControlPlaneClient::Claim(int max_jobs, int wait
   http::Request req = Post(base_url_ + "/jobs/claim", body);
   req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::seconds(wait_seconds) + kClaimTimeoutMargin);
+  req.cancel = std::move(cancel);
   CW_ASSIGN_OR_RETURN(http::Response response, Exchange(transport_, what, std::move(req)));
   CW_ASSIGN_OR_RETURN(Json::Value root, ObjectBody(what, response));
   JsonFields f(root, "$");

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -100,8 +101,11 @@ class ControlPlaneClient {
   // POST /certificate with a CSR for a new key; returns the new chain (leaf first).
   Result<std::string> RenewCertificate(const std::string& csr_pem);
   Result<std::vector<SigningKey>> SigningKeys();
-  // POST /jobs/claim; the request's timeout is wait_seconds plus a margin.
-  Result<std::vector<ClaimedJob>> Claim(int max_jobs, int wait_seconds);
+  // POST /jobs/claim; the request's timeout is wait_seconds plus a margin. A stop requested on
+  // `cancel` ends the long poll at once (reason http::reason::kCancelled); jobs the control plane
+  // leased in an answer never read are delivered again when their lease expires.
+  Result<std::vector<ClaimedJob>> Claim(int max_jobs, int wait_seconds,
+                                        std::stop_token cancel = {});
   // POST /jobs/{id}/lease; returns the new expiry.
   Result<SysTime> ExtendLease(const std::string& job_id, const std::string& lease_id);
   // POST /jobs/{id}/records with at most 1000 records, each given as its canonical JSON (WriteJson

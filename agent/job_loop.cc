@@ -412,6 +412,7 @@ void JobLoop::StopClaiming() {
     stop_claiming_ = true;
     state_ = LoopState::kStopping;
   }
+  claim_cancel_.request_stop();
   claim_cv_.notify_all();
   Changed();
 }
@@ -484,7 +485,7 @@ void JobLoop::Shutdown(milliseconds grace) {
   claim_cv_.notify_all();
   if (sender_thread_.joinable()) sender_thread_.join();
   if (supervisor_thread_.joinable()) supervisor_thread_.join();
-  // A long poll in flight is waited for (the transport cannot cancel it).
+  // The long poll in flight was cancelled by StopClaiming.
   if (claim_thread_.joinable()) claim_thread_.join();
   std::vector<std::thread> finished;
   {
@@ -515,10 +516,11 @@ void JobLoop::ClaimLoop() {
     const int max_jobs = std::min(free_workers, 100);
     const auto t0 = Steady::now();
     auto cp = Client();
-    Result<std::vector<ClaimedJob>> claimed = cp.ok()
-                                                  ? cp->client->Claim(max_jobs, wait_seconds)
-                                                  : Result<std::vector<ClaimedJob>>(cp.status());
+    Result<std::vector<ClaimedJob>> claimed =
+        cp.ok() ? cp->client->Claim(max_jobs, wait_seconds, claim_cancel_.get_token())
+                : Result<std::vector<ClaimedJob>>(cp.status());
     const auto elapsed = Steady::now() - t0;
+    if (!claimed.ok() && claimed.status().reason() == http::reason::kCancelled) break;
 
     milliseconds delay{0};
     if (!claimed.ok()) {

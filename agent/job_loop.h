@@ -6,8 +6,8 @@
 //   workers (jobs.max_concurrent minus running jobs) and never claiming with none free.
 //   wait_seconds is jobs.poll_wait_seconds, lowered to the control plane's suggestion
 //   (poll_wait_seconds from enrollment) when that is smaller, within 1..kMaxPollWaitSeconds (30:
-//   a poll in flight cannot be cancelled, and a stop must fit in systemd's TimeoutStopSec=45s
-//   next to the shutdown grace — see Shutdown below). After an answer it
+//   it also bounds how long a connection that died silently, a middlebox dropping it without a
+//   reset, holds the claim thread; a stop cancels the poll in flight). After an answer it
 //   claims again at once; errors back off (agent/backoff.h). Answers that come back early with
 //   nothing to start (an empty list well before the hold ended, or only rejected/duplicate jobs)
 //   are paced with the same schedule, so no server behaviour can make the agent spin.
@@ -46,9 +46,10 @@
 //   token is requested; a job that ends with an error after that is recorded `interrupted`, no
 //   result. Pending results are flushed for up to result_flush_timeout. Shutdown waits for
 //   executors to return (they must honour the stop token): it never abandons a thread that still
-//   uses the loop. A long poll in flight cannot be cut short (http::Transport has no
-//   cancellation); its answer is awaited — the jobs it may bring are not started and their
-//   leases run out.
+//   uses the loop. A long poll in flight is cancelled when claiming stops (http::Request::cancel),
+//   so an idle agent stops at once; jobs leased in an answer that was cut off, or that arrives
+//   after the stop, are not started and their leases run out (the control plane delivers them
+//   again).
 #pragma once
 
 #include <json/json.h>
@@ -62,6 +63,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -224,6 +226,7 @@ class JobLoop {
   std::condition_variable done_cv_;        // a job ended (Shutdown waits on it)
   bool started_ = false;
   bool stop_claiming_ = false;
+  std::stop_source claim_cancel_;  // requested with stop_claiming_: cuts the long poll short
   bool stop_sender_ = false;
   bool stop_supervisor_ = false;
   bool shut_down_ = false;

@@ -135,6 +135,23 @@ TEST_F(RunTest, RunsJobsAndStopsWithExitZeroOnSigterm) {
   EXPECT_EQ((*entry)->state, agent::JournalState::kReported);
 }
 
+// An idle agent spends its time in a claim long poll; a stop cuts it short instead of waiting for
+// the control plane's answer (up to 30 s, two thirds of systemd's TimeoutStopSec).
+TEST_F(RunTest, SigtermDuringALongPollStopsAtOnce) {
+  AgentHomeOptions options;
+  options.poll_wait_seconds = 30;
+  ASSERT_NO_FATAL_FAILURE(MakeHome(options));
+  Child agent = home_->Start();
+  ASSERT_TRUE(cp_->fake().WaitForWaitingClaims(1, 20s));
+  const auto t0 = std::chrono::steady_clock::now();
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(WaitExit(agent, 60s), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  const std::string log = home_->Log();
+  EXPECT_THAT(log, HasSubstr("stopped"));
+  EXPECT_THAT(log, Not(HasSubstr("claiming jobs failed")));
+}
+
 TEST_F(RunTest, HeartbeatIsMetadataOnly) {
   ASSERT_NO_FATAL_FAILURE(MakeHome());
   ASSERT_TRUE(home_->PutSecret("jira-prod", "password", password_).ok());
