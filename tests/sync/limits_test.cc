@@ -44,8 +44,10 @@ TEST_F(SyncLimitsTest, ThrottledSyncCompletes) {
 
 // In real time (Retry-After: 2 s): once the first 429 came back, no request reached Jira until
 // the 2 s had passed — not just the refused one's retry, every request. Requests already in flight
-// when the 429 was answered arrive within milliseconds; anything later in the window would be a
-// request sent during the hold.
+// when the 429 was answered arrive within milliseconds, but a loaded machine running the
+// sanitizer build once delivered three of them more than 250 ms late; the second half of the hold
+// is checked, where only a request sent during the hold can arrive (without the hold the sync
+// sends about ten a second there).
 TEST_F(SyncLimitsTest, RetryAfterHoldsEveryRequest) {
   // The fake's 429 also announces a bucket of 10 per second, which the sync then keeps to: a
   // small site keeps this real-time test short.
@@ -78,7 +80,7 @@ TEST_F(SyncLimitsTest, RetryAfterHoldsEveryRequest) {
   ASSERT_TRUE(t1.has_value());
   int in_window = 0, after = 0;
   for (const auto& r : requests) {
-    if (r.received_at > *t1 + std::chrono::milliseconds(250) &&
+    if (r.received_at > *t1 + std::chrono::milliseconds(1000) &&
         r.received_at < *t1 + std::chrono::milliseconds(1950)) {
       ++in_window;
     }
