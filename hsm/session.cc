@@ -3,8 +3,10 @@
 #include <p11-kit/uri.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace cakewalk::hsm::internal {
 
@@ -249,7 +251,17 @@ Result<std::shared_ptr<TokenCore>> TokenCore::Open(std::shared_ptr<ModuleCore> m
   std::shared_ptr<TokenCore> core(new TokenCore(std::move(module), parsed, std::move(pin)));
   core->uri_text_ = text;
   std::lock_guard lock(core->mu_);
-  CW_RETURN_IF_ERROR(core->FindSlot());
+  Status found = core->FindSlot();
+  // SoftHSM2 leaves a token out of the C_Initialize that reads its files while another process
+  // rewrites them (two `secret rotate` at once, or one next to the running agent): the token is
+  // missing only from that initialisation, and the module finds it when initialised again. A
+  // token that is really absent costs the three looks, 350 ms, before the error.
+  for (int attempt = 0; !found.ok() && found.code() == Code::kNotFound && attempt < 3; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 << attempt));
+    if (!core->module_->Reinitialize().ok()) break;  // a borrowed function list: no second look
+    found = core->FindSlot();
+  }
+  CW_RETURN_IF_ERROR(found);
   CW_RETURN_IF_ERROR(core->DetectCapabilities());
   CW_RETURN_IF_ERROR(core->OpenSessionLocked());
   return core;
