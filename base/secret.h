@@ -52,8 +52,7 @@ class SecretBytes {
   // that others can read or write, or that exceed `max_size` — with a message naming the file.
   static Result<SecretBytes> ReadFile(const std::filesystem::path& path, std::size_t max_size,
                                       Trim trim);
-  static Result<SecretBytes> ReadFd(int fd, std::string_view what, std::size_t max_size,
-                                    Trim trim);
+  static Result<SecretBytes> ReadFd(int fd, std::string_view what, std::size_t max_size, Trim trim);
   // Reads standard input until EOF, or one line when it is a terminal; on a terminal, prints
   // `prompt` to stderr and turns echo off.
   static Result<SecretBytes> ReadStdin(std::string_view prompt, std::size_t max_size, Trim trim);

@@ -18,11 +18,11 @@ enum class KeyType {
 };
 
 enum class SignScheme {
-  kEcdsa,          // input: a message digest; output: raw r||s (64 bytes for P-256)
-  kRsaPkcs1,       // input: a DER DigestInfo (CKM_RSA_PKCS); output: the signature
-  kRsaPssSha256,   // input: a SHA-256 digest; salt length 32, MGF1-SHA256
-  kRsaPssSha384,   // input: a SHA-384 digest; salt length 48, MGF1-SHA384
-  kRsaPssSha512,   // input: a SHA-512 digest; salt length 64, MGF1-SHA512
+  kEcdsa,         // input: a message digest; output: raw r||s (64 bytes for P-256)
+  kRsaPkcs1,      // input: a DER DigestInfo (CKM_RSA_PKCS); output: the signature
+  kRsaPssSha256,  // input: a SHA-256 digest; salt length 32, MGF1-SHA256
+  kRsaPssSha384,  // input: a SHA-384 digest; salt length 48, MGF1-SHA384
+  kRsaPssSha512,  // input: a SHA-512 digest; salt length 64, MGF1-SHA512
 };
 
 class TokenKey {

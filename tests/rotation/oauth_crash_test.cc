@@ -75,9 +75,14 @@ class OAuthCrashTest : public JiraFixture {
     return n;
   }
   std::vector<std::string> Helper() const {
-    return {CAKEWALK_OAUTH_FAULT_HELPER, softhsm_->token().uri,
-            softhsm_->token().pin_file.string(), base_url_, ca_file_.string(), kClientId,
-            kRedirect, (dir_ / "child-state").string()};
+    return {CAKEWALK_OAUTH_FAULT_HELPER,
+            softhsm_->token().uri,
+            softhsm_->token().pin_file.string(),
+            base_url_,
+            ca_file_.string(),
+            kClientId,
+            kRedirect,
+            (dir_ / "child-state").string()};
   }
   // The grant works from what the token holds now: a fresh connection refreshes and calls.
   void ExpectTheGrantStillWorks() {
@@ -107,7 +112,8 @@ TEST_P(OAuthCrashPointTest, KilledHereThenTheGrantStillWorks) {
   const Point p = GetParam();
   const std::uint32_t before = RefreshVersion();
   const int refreshes = Refreshes();
-  ProcessResult child = RunProcess(Helper(), {std::string("CAKEWALK_TEST_CRASH_AT=") + p.name}, 60s);
+  ProcessResult child =
+      RunProcess(Helper(), {std::string("CAKEWALK_TEST_CRASH_AT=") + p.name}, 60s);
   ASSERT_EQ(child.signal, SIGKILL) << child.exit_code << ": " << child.err;
   EXPECT_THAT(child.err, ::testing::HasSubstr(p.name));
   EXPECT_EQ(Refreshes(), refreshes + (p.answered ? 1 : 0));

@@ -13,9 +13,9 @@
 namespace cakewalk::testing {
 
 struct KeyAndCert {
-  std::string key_pem;   // PKCS#8 private key
-  std::string cert_pem;  // the certificate
-  std::string chain_pem; // leaf first, then the issuing CA (no root for a self-signed cert)
+  std::string key_pem;    // PKCS#8 private key
+  std::string cert_pem;   // the certificate
+  std::string chain_pem;  // leaf first, then the issuing CA (no root for a self-signed cert)
 };
 
 enum class TestKeyType { kEcP256, kRsa2048 };
@@ -42,10 +42,9 @@ class TestCa {
   // A key pair and a certificate signed by this CA.
   Result<KeyAndCert> Issue(const LeafOptions& options) const;
   // Signs a PKCS#10 CSR (verifying its self-signature first) as a client certificate.
-  Result<std::string> IssueFromCsr(const std::string& csr_pem, const std::string& common_name,
-                                   std::chrono::seconds lifetime,
-                                   std::chrono::seconds not_before_offset =
-                                       std::chrono::seconds(-60)) const;
+  Result<std::string> IssueFromCsr(
+      const std::string& csr_pem, const std::string& common_name, std::chrono::seconds lifetime,
+      std::chrono::seconds not_before_offset = std::chrono::seconds(-60)) const;
 
   class Impl;
 
@@ -57,8 +56,8 @@ class TestCa {
 // A self-signed leaf (no CA), for the "self-signed server certificate" case.
 Result<KeyAndCert> MakeSelfSigned(const std::string& common_name);
 
-// base64(SHA-256(SubjectPublicKeyInfo)) of the certificate's key, as control_plane.pinned_spki_sha256
-// and CURLOPT_PINNEDPUBLICKEY expect.
+// base64(SHA-256(SubjectPublicKeyInfo)) of the certificate's key, as
+// control_plane.pinned_spki_sha256 and CURLOPT_PINNEDPUBLICKEY expect.
 Result<std::string> SpkiSha256Base64(const std::string& cert_pem);
 
 }  // namespace cakewalk::testing
