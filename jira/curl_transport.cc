@@ -1,6 +1,7 @@
 #include "jira/curl_transport.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -300,6 +301,9 @@ CURLcode SslCtxCallback(CURL*, void* ssl_ctx, void* userdata) noexcept {
   auto* t = static_cast<Transfer*>(userdata);
   auto* ctx = static_cast<SSL_CTX*>(ssl_ctx);
   SSL_CTX_set_info_callback(ctx, SslInfoCallback);
+  // OpenSSL otherwise leaves decrypted data (a token response, a session cookie) in its read
+  // buffer until the next record overwrites it, and frees that buffer without clearing it.
+  SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
   if (t->identity == nullptr || !*t->identity) return CURLE_OK;
   try {
     Status s = (*t->identity)(ctx);
@@ -998,6 +1002,38 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
   return fail(Code::kUnavailable, "request to " + host + " failed" + detail, reason::kProtocol);
 }
 
+// libcurl's memory, wiped when it is freed: libcurl copies what it sends into buffers of its own
+// (the request head with the Authorization or Cookie header, a small body such as a login's) and
+// frees them without clearing. Installed by GlobalInit before libcurl allocates anything.
+void WipingFree(void* p) {
+  if (p == nullptr) return;
+  WipeBytes(p, malloc_usable_size(p));
+  std::free(p);
+}
+
+void* WipingMalloc(std::size_t size) { return std::malloc(size); }
+
+void* WipingCalloc(std::size_t n, std::size_t size) { return std::calloc(n, size); }
+
+// Never lets the C library move a block and free the old one unwiped.
+void* WipingRealloc(void* p, std::size_t size) {
+  if (p == nullptr) return std::malloc(size);
+  const std::size_t have = malloc_usable_size(p);
+  if (size <= have) return p;
+  void* bigger = std::malloc(size);
+  if (bigger == nullptr) return nullptr;
+  std::memcpy(bigger, p, have);
+  WipingFree(p);
+  return bigger;
+}
+
+char* WipingStrdup(const char* s) {
+  const std::size_t n = std::strlen(s) + 1;
+  auto* copy = static_cast<char*>(std::malloc(n));
+  if (copy != nullptr) std::memcpy(copy, s, n);
+  return copy;
+}
+
 }  // namespace
 
 Status GlobalInit() {
@@ -1005,7 +1041,10 @@ Status GlobalInit() {
   static CURLcode result = CURLE_OK;
   std::call_once(once, [] {
     signal(SIGPIPE, SIG_IGN);
-    result = curl_global_init(CURL_GLOBAL_DEFAULT);
+    // Only the first initialisation of the process chooses libcurl's allocator; later calls of
+    // curl_global_init* count references.
+    result = curl_global_init_mem(CURL_GLOBAL_DEFAULT, WipingMalloc, WipingFree, WipingRealloc,
+                                  WipingStrdup, WipingCalloc);
   });
   if (result != CURLE_OK) {
     return Internal(std::string("curl_global_init failed: ") + curl_easy_strerror(result));
