@@ -32,6 +32,12 @@ using CurlUrl = CPtr<CURLU, curl_url_cleanup>;
 using CurlString = CPtr<char, curl_free>;
 
 constexpr std::size_t kMaxHeaderBytes = 256 * 1024;
+// How long a connection may have been idle to carry a request: libcurl's default for most, and
+// for a request sent once (Request::send_once) far less than the keep-alive timeouts of Jira's
+// Tomcat (20 s) or the usual proxies in front of it. libcurl compares whole seconds of idleness
+// with "greater than", so 1 lets a connection idle for less than 2 s carry the request.
+constexpr long kMaxIdleSeconds = 118;
+constexpr long kSendOnceMaxIdleSeconds = 1;
 
 // ---------------------------------------------------------------------------------------------
 // TLS observations. libcurl runs each easy transfer on the calling thread, so the SSL info
@@ -201,6 +207,10 @@ struct Transfer {
   std::size_t header_bytes = 0;
   Status identity_status;  // set when the client identity hook failed
   bool cancelled = false;  // Request::cancel ended the transfer
+
+  // The body of a request sent once, handed to libcurl by ReadCallback (which cannot rewind).
+  std::string_view upload;
+  std::size_t uploaded = 0;
 };
 
 // Appends to the body (the caller checked the cap). Growth is explicit, so the buffer never
@@ -231,6 +241,18 @@ size_t WriteCallback(char* data, size_t size, size_t nmemb, void* userdata) noex
     t->callback_failed = true;
     return 0;
   }
+  return n;
+}
+
+// Hands libcurl the body of a request sent once. There is deliberately no seek callback: to send
+// the request again on a new connection libcurl would have to rewind the body, and without a way
+// to it fails with CURLE_SEND_FAIL_REWIND instead. libcurl copies the body into an upload buffer
+// that it frees (through WipingFree) when the transfer ends.
+size_t ReadCallback(char* buffer, size_t size, size_t nitems, void* userdata) noexcept {
+  auto* t = static_cast<Transfer*>(userdata);
+  const std::size_t n = std::min(size * nitems, t->upload.size() - t->uploaded);
+  std::memcpy(buffer, t->upload.data() + t->uploaded, n);
+  t->uploaded += n;
   return n;
 }
 
@@ -757,18 +779,32 @@ Result<Response> CurlTransportImpl::Send(const Request& request) {
   auto set = [&](auto option, auto value) {
     if (rc == CURLE_OK) rc = curl_easy_setopt(c, option, value);
   };
+  // A request sent once with a body goes out through ReadCallback, so libcurl cannot send it
+  // again by itself; one without a body, which libcurl could send again, takes a new connection.
+  const bool read_body = request.send_once && body_size > 0;
+  const bool fresh = request.fresh_connection || (request.send_once && body_size == 0);
   set(CURLOPT_URL, request.url.c_str());
   if (has_body_method || (method == "DELETE" && body_size > 0)) {
     set(CURLOPT_POST, 1L);
     set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_size));
-    set(CURLOPT_POSTFIELDS, body_size > 0 ? body_data : "");  // not copied by libcurl
+    if (read_body) {
+      t.upload = std::string_view(body_data, body_size);
+      set(CURLOPT_READFUNCTION, ReadCallback);
+      set(CURLOPT_READDATA, static_cast<void*>(&t));
+    } else {
+      set(CURLOPT_POSTFIELDS, body_size > 0 ? body_data : "");  // not copied by libcurl
+    }
     set(CURLOPT_CUSTOMREQUEST, method == "POST" ? nullptr : method.c_str());
   } else {
     set(CURLOPT_HTTPGET, 1L);
     set(CURLOPT_CUSTOMREQUEST, method == "GET" ? nullptr : method.c_str());
   }
   set(CURLOPT_HTTPHEADER, headers.get());
-  set(CURLOPT_FRESH_CONNECT, request.fresh_connection ? 1L : 0L);
+  set(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+  // A request sent once reuses only a connection that was busy moments ago: one a server is
+  // about to close for idleness is where libcurl's resend would otherwise have happened, and
+  // where this request would now fail.
+  set(CURLOPT_MAXAGE_CONN, request.send_once ? kSendOnceMaxIdleSeconds : kMaxIdleSeconds);
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
   set(CURLOPT_HEADERDATA, static_cast<void*>(&t));
@@ -789,6 +825,10 @@ Result<Response> CurlTransportImpl::Send(const Request& request) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, static_cast<void*>(nullptr));
   curl_easy_setopt(c, CURLOPT_HEADERDATA, static_cast<void*>(nullptr));
   curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, static_cast<void*>(nullptr));
+  if (read_body) {
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, static_cast<curl_read_callback>(nullptr));
+    curl_easy_setopt(c, CURLOPT_READDATA, static_cast<void*>(nullptr));
+  }
 
   if (rc != CURLE_OK || t.too_large || t.callback_failed) {
     Status status = MapError(rc, *handle, t, url, timeout);
@@ -986,6 +1026,15 @@ Status CurlTransportImpl::MapError(CURLcode rc, const Handle& handle, const Tran
         alert >= 0 ? " (server sent TLS alert '" + AlertName(alert) + "')" : std::string();
     return fail(Code::kUnavailable, "TLS handshake with " + host + " failed" + with_alert + detail,
                 reason::kTlsHandshake);
+  }
+  if (rc == CURLE_SEND_FAIL_REWIND) {
+    // Only a request sent once gets here: its kept-alive connection died before the answer began.
+    return fail(Code::kUnavailable,
+                "the connection to " + host +
+                    " closed before the server answered; the request was not sent again, since "
+                    "the server may have acted on it" +
+                    detail,
+                reason::kNotResent);
   }
   if (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING ||
       rc == CURLE_PARTIAL_FILE || rc == CURLE_WEIRD_SERVER_REPLY ||

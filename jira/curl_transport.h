@@ -9,23 +9,29 @@
 // Connections: a pool of easy handles; each request borrows one handle (LIFO, so a sequential
 // caller keeps reusing the same kept-alive connection), each handle keeps its own connections
 // (in a multi handle of its own, driven until libcurl's next timer: no periodic wake-ups during a
-// long poll). The handles share one TLS session cache, so a new connection (every write goes out
-// on one) resumes an earlier session; every connection is still verified and pinned. A handle
-// whose transfer failed is destroyed, never returned to the pool. ResetConnections() destroys
-// every idle handle, makes borrowed ones be destroyed on return and starts a new session cache.
+// long poll). The handles share one TLS session cache, so a new connection resumes an earlier
+// session; every connection is still verified and pinned. A handle whose transfer failed is
+// destroyed, never returned to the pool. ResetConnections() destroys every idle handle, makes
+// borrowed ones be destroyed on return and starts a new session cache.
 //
-// Secrets and the copies we cannot wipe (residuals):
+// Writes (Request::send_once) ride kept-alive connections that were busy within the last 2 s,
+// but libcurl cannot send them twice: a body goes out through a read callback without a rewind,
+// so where libcurl would silently repeat a request whose connection died before the answer, it
+// fails instead (reason kNotResent); a write without a body takes a new connection.
+//
+// Secrets and their copies:
 // - Authorization/Cookie header lines are built in secret memory and handed to libcurl as
-//   curl_slist entries that are wiped before they are freed; libcurl also copies each header line
-//   into its own request buffer, which it frees without wiping.
-// - sensitive_body is sent straight from secret memory (CURLOPT_POSTFIELDS, no copy by us);
-//   libcurl appends small bodies (< 64 KiB) to its unwiped request buffer, and OpenSSL encrypts
-//   from there.
-// - sensitive_response bodies are collected in a buffer that is wiped whenever it grows; libcurl's
-//   receive buffer and OpenSSL's record buffers still hold the bytes transiently.
+//   curl_slist entries that are wiped before they are freed. libcurl's own copies (its request
+//   buffer, a small body appended to it, the upload buffer of a body sent once) are wiped when
+//   freed: GlobalInit gives libcurl an allocator that clears every block it frees.
+// - sensitive_body is sent straight from secret memory (CURLOPT_POSTFIELDS or the read callback,
+//   no copy by us).
+// - sensitive_response bodies are collected in a buffer that is wiped whenever it grows; OpenSSL
+//   clears the decrypted data it has handed on (SSL_OP_CLEANSE_PLAINTEXT); libcurl's receive
+//   buffer holds the bytes until it is reused or freed.
 // - The proxy password is kept NUL-terminated in secret memory for the transport's lifetime;
 //   libcurl strdup()s it per handle (CURLOPT_PROXYPASSWORD) and builds the Proxy-Authorization
-//   header (base64 of "user:password") in its own buffers: those copies are freed unwiped.
+//   header (base64 of "user:password") in its own buffers, wiped when freed.
 #pragma once
 
 #include <openssl/types.h>

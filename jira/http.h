@@ -44,10 +44,14 @@ struct Request {
   bool sensitive_response = false;
   // Overrides the transport's total timeout for this request (long polls).
   std::optional<std::chrono::milliseconds> timeout;
-  // Send on a new connection, never on a kept-alive one. libcurl silently sends a request again
-  // when a reused connection dies before the first byte of the answer, even if the server acted
-  // on it (a write answered by a reset). Callers set this for writes that must not be repeated
-  // behind their back.
+  // Never sent twice. libcurl silently sends a request again when a reused connection dies before
+  // the first byte of the answer, even if the server acted on it (a write answered by a reset).
+  // For a request sent once the transport rules that out while still reusing connections: a body
+  // goes out through a callback that cannot rewind, so libcurl fails with reason kNotResent
+  // instead of sending it again; a request without a body takes a new connection. Only a
+  // connection idle for less than 2 s carries it. Set for writes.
+  bool send_once = false;
+  // Send on a new connection, never on a kept-alive one.
   bool fresh_connection = false;
   // Cancels the request from another thread, at any point: Send then returns promptly, failed
   // with reason kCancelled, and the connection is not used again. For long polls, which would
@@ -88,6 +92,9 @@ inline constexpr char kResponseTooLarge[] = "response_too_large";
 inline constexpr char kProtocol[] = "protocol_error";  // malformed HTTP, reset
 inline constexpr char kBadUrl[] = "bad_url";           // not https://, unparsable
 inline constexpr char kCancelled[] = "cancelled";      // Request::cancel was requested
+// A request sent once lost its kept-alive connection before the answer; it was not sent again,
+// and the server may or may not have acted on it.
+inline constexpr char kNotResent[] = "not_resent";
 }  // namespace reason
 
 class Transport {

@@ -117,6 +117,22 @@ TEST_F(CurlTransportTest, PostPutDeleteBodiesAndContentType) {
   form.body = "a=b";
   ASSERT_TRUE(t->Send(form).ok());
   EXPECT_EQ(server_->requests().back().Header("content-type"), "application/x-www-form-urlencoded");
+  // Sent once, the body goes through libcurl's read callback: the same bytes arrive, secret or not.
+  for (const std::string method : {"POST", "PUT", "PATCH", "DELETE"}) {
+    Request req = Get(Url("/once"));
+    req.method = method;
+    req.send_once = true;
+    if (method == "PUT") {
+      req.sensitive_body = SecretBytes::CopyOf(R"({"secret":"y"})");
+    } else {
+      req.body = std::string(70000, 'b');  // more than libcurl's upload buffer holds at once
+    }
+    auto resp = t->Send(req);
+    ASSERT_TRUE(resp.ok()) << method << ": " << resp.status().ToString();
+    EXPECT_EQ(resp->body,
+              method + ":" + (method == "PUT" ? std::string(R"({"secret":"y"})") : req.body));
+  }
+  EXPECT_EQ(server_->requests().size(), 11u);
 }
 
 TEST_F(CurlTransportTest, CredentialsComeFromSecretFieldsAndSetCookieStaysSecret) {
@@ -385,6 +401,73 @@ TEST_F(CurlTransportTest, KeepAliveReusesOneConnectionAndResetDropsIt) {
   auto after_drop = t->Send(Get(Url("/after-drop")));
   ASSERT_TRUE(after_drop.ok()) << after_drop.status().ToString();
   EXPECT_EQ(server_->connections_accepted(), 3u);
+}
+
+// libcurl sends a request again by itself when a kept-alive connection dies before the answer
+// begins. The server may have acted on it: here it handles the request, then resets.
+TEST_F(CurlTransportTest, AWriteSentOnceIsNeverSentAgainBehindTheCallersBack) {
+  StartServer([](const HttpRequest&) { return Text(200, "ok"); });
+  auto t = MustCreate(env_.TransportOpts());
+  auto write = [&](const std::string& path, bool once) {
+    Request req = Get(Url(path));
+    req.method = "POST";
+    req.body = R"({"name":"new-user"})";
+    req.send_once = once;
+    return t->Send(req);
+  };
+  auto count = [&](const std::string& path) {
+    const auto seen = server_->requests();
+    return std::count_if(seen.begin(), seen.end(), [&](const auto& r) { return r.path == path; });
+  };
+  ASSERT_TRUE(t->Send(Get(Url("/read"))).ok());
+
+  // A write sent once rides the kept-alive connection.
+  ASSERT_TRUE(write("/create", true).ok());
+  EXPECT_EQ(server_->connections_accepted(), 1u);
+
+  // Its connection dies after the server acted: a failure, and the server saw it once.
+  server_->QueueFault({Fault::kResetBeforeHeaders, {}});
+  auto lost = write("/create-lost", true);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().reason(), reason::kNotResent) << lost.status().ToString();
+  EXPECT_EQ(lost.status().code(), Code::kUnavailable);
+  EXPECT_NE(lost.status().message().find("was not sent again"), std::string::npos)
+      << lost.status().message();
+  EXPECT_EQ(count("/create-lost"), 1);
+
+  // What it prevents: the same on a request not sent once is sent twice, and looks successful.
+  ASSERT_TRUE(t->Send(Get(Url("/read"))).ok());
+  server_->QueueFault({Fault::kResetBeforeHeaders, {}});
+  ASSERT_TRUE(write("/create-twice", false).ok());
+  EXPECT_EQ(count("/create-twice"), 2);
+
+  // A connection the server closed while idle is noticed before use: the write goes out on a new
+  // one, and succeeds.
+  server_->DropConnections();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto before_drop = server_->connections_accepted();
+  auto after_drop = write("/after-drop", true);
+  ASSERT_TRUE(after_drop.ok()) << after_drop.status().ToString();
+  EXPECT_EQ(server_->connections_accepted(), before_drop + 1);
+  EXPECT_EQ(count("/after-drop"), 1);
+
+  // Without a body libcurl could send it again unrewound: it takes a new connection.
+  Request del = Get(Url("/membership"));
+  del.method = "DELETE";
+  del.send_once = true;
+  const auto before_delete = server_->connections_accepted();
+  ASSERT_TRUE(t->Send(del).ok());
+  EXPECT_EQ(server_->connections_accepted(), before_delete + 1);
+
+  // Only a connection busy moments ago carries a write; reads reuse older ones.
+  ASSERT_TRUE(t->Send(Get(Url("/read"))).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  const auto before_idle = server_->connections_accepted();
+  ASSERT_TRUE(write("/after-idle", true).ok());
+  EXPECT_EQ(server_->connections_accepted(), before_idle + 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  ASSERT_TRUE(t->Send(Get(Url("/read"))).ok());
+  EXPECT_EQ(server_->connections_accepted(), before_idle + 1);
 }
 
 TEST_F(CurlTransportTest, ConcurrentSendsThroughOneTransport) {

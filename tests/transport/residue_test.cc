@@ -157,9 +157,12 @@ TEST(ResidueTest, SecretsSentAndReceivedLeaveNoCopyInTheProcess) {
 
   auto transport = http::CurlTransport::Create(env.TransportOpts());
   ASSERT_TRUE(transport.ok()) << transport.status().ToString();
-  for (int i = 0; i < 3; ++i) {  // the third reuses nothing the first two left
+  // Sent once, a body goes through libcurl's upload buffer instead of its request head; the last
+  // of each kind reuses nothing the earlier ones left.
+  for (int i = 0; i < 4; ++i) {
     http::Request login;
     login.method = "POST";
+    login.send_once = i % 2 == 1;
     login.url = "https://localhost:" + std::to_string(port) + "/rest/auth/1/session";
     login.sensitive_body = SecretBytes::CopyOf(R"({"password":")");
     login.sensitive_body.Append(password);
