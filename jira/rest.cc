@@ -150,8 +150,8 @@ Result<RestReply> RestClient::Execute(const RestCall& call, Authenticator* auth,
       req.body = body;
     }
     req.sensitive_response = call.sensitive_response;
-    // A write is sent once: never on a kept-alive connection that libcurl would silently retry.
-    req.fresh_connection = !idempotent;
+    // A write is sent once: libcurl must not repeat it behind our back (http.h).
+    req.send_once = !idempotent;
     std::uint64_t generation = 0;
     if (auth != nullptr) {
       CW_ASSIGN_OR_RETURN(generation, auth->Apply(req, stop));
@@ -162,8 +162,13 @@ Result<RestReply> RestClient::Execute(const RestCall& call, Authenticator* auth,
 
     auto sent = transport_->Send(req);
     if (!sent.ok()) {
-      const Status failure = JiraUnavailable("could not reach " + host + " (" + std::string(what) +
-                                             "): " + sent.status().message());
+      const Status failure =
+          sent.status().reason() == http::reason::kNotResent
+              ? JiraUnavailable("Jira at " + host + " did not answer " + std::string(what) +
+                                " before its connection closed; it was not sent again, as Jira "
+                                "may have carried it out (a job run again checks first)")
+              : JiraUnavailable("could not reach " + host + " (" + std::string(what) +
+                                "): " + sent.status().message());
       if (!idempotent) return failure;
       CW_RETURN_IF_ERROR(wait_or_fail(jitter(), failure));
       continue;

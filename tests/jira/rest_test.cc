@@ -199,6 +199,21 @@ TEST_F(RestTest, TransportFaultsAreRetriedForReadsOnly) {
   auto again = jira::RunGroupMembership(*conn_, p, false, {});
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_FALSE((*again)["changed"].asBool());
+
+  // The same for a write with a body, which rides the kept-alive connection of the look-up before
+  // it: the connection's reset after Jira acted fails the job, and no second POST is sent.
+  lost.method = "POST";
+  jira_->QueueFault(lost);
+  auto readded = jira::RunGroupMembership(*conn_, p, true, {});
+  ASSERT_FALSE(readded.ok());
+  EXPECT_EQ(readded.status().reason(), "jira_unavailable");
+  EXPECT_TRUE(readded.status().retryable());
+  EXPECT_NE(readded.status().message().find("it was not sent again"), std::string::npos)
+      << readded.status().message();
+  EXPECT_EQ(RequestsTo("/rest/api/2/group/user").size(), 3u);
+  auto done = jira::RunGroupMembership(*conn_, p, true, {});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_FALSE((*done)["changed"].asBool());
 }
 
 TEST_F(RestTest, HtmlOrTruncatedAnswersAreUnavailableNotData) {
