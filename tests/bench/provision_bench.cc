@@ -12,9 +12,8 @@
 //    straight from this process over TLS (the same libcurl transport), with C in flight: the
 //    requests of one user in their recorded order (they depend on each other), requests naming
 //    no user on their own. One session login first (not timed), kept-alive connections
-//    throughout. Every answer's status must equal the recorded one.
-// 3. The same replay once more on a third site, every write on a new TLS connection as the agent
-//    sends it (jira/rest.cc): no target; it separates the cost of that choice from the rest.
+//    throughout, writes sent once as the agent sends them. Every answer's status must equal the
+//    recorded one.
 // Ratio agent / floor: target >= 0.8. Each side runs once after a warm-up job (its login and
 // first connections are not counted on either side). --jira-latency-ms makes both fakes answer
 // every request that much later (a loaded Jira), to show how the agent's fixed costs per job
@@ -152,10 +151,9 @@ bool IsLogin(const Recorded& r) {
 // The replaying client: one session on the floor's site.
 class Replayer {
  public:
-  // `fresh_writes`: every request but a GET on a new TLS connection, as the agent sends them
-  // (jira/rest.cc); otherwise kept-alive connections throughout.
-  Replayer(Site& site, const std::filesystem::path& ca_file, bool fresh_writes)
-      : base_(site.base_url()), fresh_writes_(fresh_writes) {
+  // Kept-alive connections throughout; writes are sent once, as the agent sends them
+  // (jira/rest.cc, http::Request::send_once).
+  Replayer(Site& site, const std::filesystem::path& ca_file) : base_(site.base_url()) {
     http::TransportOptions o;
     o.ca_file = ca_file.string();
     o.max_idle_handles = 16;
@@ -192,7 +190,7 @@ class Replayer {
         req.cookie.Append(value);
       }
     }
-    req.fresh_connection = fresh_writes_ && r.method != "GET";
+    req.send_once = r.method != "GET";
     auto resp = transport_->Send(req);
     if (!resp.ok()) Die("the floor's request failed: " + resp.status().ToString());
     return std::move(*resp);
@@ -200,7 +198,6 @@ class Replayer {
 
  private:
   std::string base_;
-  bool fresh_writes_;
   std::unique_ptr<http::Transport> transport_;
   std::map<std::string, SecretBytes> cookies_;  // name -> the "name=value" pair
 };
@@ -332,14 +329,12 @@ int main(int argc, char** argv) {
   }
 
   // ---- The floor ----------------------------------------------------------------------------
-  // Run twice, each time on a new site in the same start state: with kept-alive connections (the
-  // floor of the target) and with a new TLS connection for every write, as the agent sends them
-  // (which shows how much of the gap is that choice rather than the agent's own work per job).
-  auto run_floor = [&](bool fresh_writes) -> FloorRun {
+  // On a new site in the same start state.
+  auto run_floor = [&]() -> FloorRun {
     TempDir dir("cakewalk-provision-bench");
     Site site_b(latency);
     WriteFile(dir / "jira-b-ca.pem", site_b.ca_pem(), 0644);
-    Replayer replayer(site_b, dir / "jira-b-ca.pem", fresh_writes);
+    Replayer replayer(site_b, dir / "jira-b-ca.pem");
     std::vector<Recorded> logins;
     for (const Recorded& r : warmup) {
       if (IsLogin(r)) logins.push_back(r);
@@ -439,8 +434,7 @@ int main(int argc, char** argv) {
     }
     return FloorRun{floor_s, floor_connections, skipped_logins};
   };
-  const FloorRun kept_alive = run_floor(false);
-  const FloorRun fresh = run_floor(true);
+  const FloorRun kept_alive = run_floor();
   const double floor_s = kept_alive.seconds;
   const std::uint64_t floor_connections = kept_alive.connections;
   const int skipped_logins = kept_alive.skipped_logins;
@@ -460,12 +454,6 @@ int main(int argc, char** argv) {
       "  floor (same requests, direct):    %7.2f s  %7.1f jobs/s  %llu TLS connections "
       "(%d login requests not replayed)\n",
       floor_s, floor_rate, static_cast<unsigned long long>(floor_connections), skipped_logins);
-  const double fresh_rate = jobs / fresh.seconds;
-  std::printf(
-      "  floor, writes on new connections: %7.2f s  %7.1f jobs/s  %llu TLS connections (ratio "
-      "agent / this floor %.2f)\n",
-      fresh.seconds, fresh_rate, static_cast<unsigned long long>(fresh.connections),
-      agent_rate / fresh_rate);
   std::printf("  ratio agent / floor %.2f (%s)\n", ratio,
               latency_ms != 0 ? "no target with a slowed fake"
               : ratio >= 0.8  ? "target >= 0.8: met"
@@ -504,19 +492,5 @@ int main(int argc, char** argv) {
            ", floor " + std::to_string(floor_connections) + breakdown;
   bench::Report(f);
 
-  bench::Figure g;
-  g.section = "provision";
-  g.id = f.id + "_fresh_floor";
-  g.name = f.name + ", floor with fresh write connections";
-  g.value = agent_rate;
-  g.unit = "jobs/s";
-  g.reference = fresh_rate;
-  g.reference_name = "floor, a new TLS connection per write";
-  g.ratio = agent_rate / fresh_rate;
-  g.note =
-      "the same replay, every write on a new TLS connection as jira/rest.cc sends it; TLS "
-      "connections: " +
-      std::to_string(fresh.connections);
-  bench::Report(g);
   return 0;
 }
