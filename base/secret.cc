@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 namespace cakewalk {
@@ -23,7 +25,38 @@ std::size_t PageSize() {
   return page;
 }
 
+// Released one-page secrets are kept, wiped and still locked and out of core dumps, for the next
+// secret instead of being unmapped. A Jira request allocates and releases a few (the cookie or
+// bearer header, the answer's cookies), and each munmap made the kernel interrupt every CPU running
+// one of the agent's threads to flush its TLB. Never destroyed: secrets in static storage may be
+// released after the pool's destructor would have run.
+class PagePool {
+ public:
+  static PagePool& Get() {
+    static PagePool* pool = new PagePool();
+    return *pool;
+  }
+  std::uint8_t* Pop() {
+    std::lock_guard lock(mu_);
+    return count_ > 0 ? pages_[--count_] : nullptr;
+  }
+  bool Push(std::uint8_t* page) {
+    std::lock_guard lock(mu_);
+    if (count_ == pages_.size()) return false;
+    pages_[count_++] = page;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::array<std::uint8_t*, 32> pages_{};  // at most 128 KiB kept
+  std::size_t count_ = 0;
+};
+
 std::uint8_t* MapSecretPages(std::size_t bytes) {
+  if (bytes == PageSize()) {
+    if (std::uint8_t* page = PagePool::Get().Pop()) return page;  // wiped when it was pooled
+  }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   // Best effort: keep the pages out of swap and out of core dumps. mlock can fail under a small
@@ -36,6 +69,7 @@ std::uint8_t* MapSecretPages(std::size_t bytes) {
 void UnmapSecretPages(std::uint8_t* p, std::size_t bytes) noexcept {
   if (p == nullptr) return;
   OPENSSL_cleanse(p, bytes);
+  if (bytes == PageSize() && PagePool::Get().Push(p)) return;
   (void)munlock(p, bytes);
   (void)munmap(p, bytes);
 }
@@ -112,7 +146,7 @@ void SecretBytes::Reserve(std::size_t capacity) {
 SecretBytes SecretBytes::Allocate(std::size_t size) {
   SecretBytes s;
   s.Reserve(std::max<std::size_t>(size, 1));
-  s.size_ = size;  // fresh anonymous pages are zero-filled
+  s.size_ = size;  // fresh anonymous pages are zero-filled, pooled ones were wiped to zeros
   return s;
 }
 

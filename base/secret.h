@@ -1,7 +1,8 @@
 // SecretBytes: the one type that holds plaintext secret bytes in this process.
 //
 // - Move-only; the bytes live in their own mlock()ed, MADV_DONTDUMP pages and are wiped with
-//   OPENSSL_cleanse when released, resized or moved from.
+//   OPENSSL_cleanse when released, resized or moved from. Wiped single pages are kept for the
+//   next secret (at most 32) rather than unmapped.
 // - No formatter, no operator<<, no implicit conversion to a string.
 // - Plaintext is reached only through Reveal*(SecretAccess::Grant()); `git grep
 //   SecretAccess::Grant` therefore lists every place in the tree that touches a secret's value.

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "tests/support/temp_dir.h"
 
@@ -33,6 +36,24 @@ TEST(SecretBytesTest, TakeWipesTheSourceString) {
   // The string kept its heap buffer; every byte of it must be zero now.
   for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(storage[i], '\0') << i;
   EXPECT_EQ(secret.RevealString(SecretAccess::Grant()), "hunter2-and-more-than-sso-length");
+}
+
+TEST(SecretBytesTest, AReleasedPageComesBackWipedForTheNextSecret) {
+  const std::uint8_t* page = nullptr;
+  {
+    SecretBytes first = SecretBytes::CopyOf(std::string_view("pooled-page-canary"));
+    page = first.Reveal(SecretAccess::Grant()).data();
+  }
+  // Released pages are reused last in, first out: the next one-page secret gets the same page,
+  // every byte of it zero.
+  SecretBytes next = SecretBytes::Allocate(static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
+  const auto bytes = next.Reveal(SecretAccess::Grant());
+  EXPECT_EQ(bytes.data(), page);
+  EXPECT_EQ(std::count(bytes.begin(), bytes.end(), 0), static_cast<std::ptrdiff_t>(bytes.size()));
+  // A secret larger than a page gets pages of its own, zero-filled too.
+  SecretBytes large = SecretBytes::Allocate(3 * bytes.size());
+  const auto big = large.Reveal(SecretAccess::Grant());
+  EXPECT_EQ(std::count(big.begin(), big.end(), 0), static_cast<std::ptrdiff_t>(big.size()));
 }
 
 TEST(SecretBytesTest, ConstantTimeEquals) {
