@@ -3,8 +3,8 @@
 // SIGKILL at the fault point named by CAKEWALK_TEST_CRASH_AT (oauth.refresh.before-request,
 // oauth.refresh.answered, oauth.refresh.sealed), or living through it when none is named.
 //
-//   rotation_oauth_fault_helper TOKEN_URI PIN_FILE BASE_URL CA_FILE CLIENT_ID REDIRECT_URI
-//   STATE_DIR
+//   rotation_oauth_fault_helper TOKEN_URI PIN_FILE BASE_URL CA_FILE CLIENT_ID
+//                               REDIRECT_URI STATE_DIR
 //
 // Exit 0: the call succeeded ("ok" on standard output); 2: setup error; killed: the fault point.
 #include <signal.h>
