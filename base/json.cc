@@ -1,31 +1,15 @@
 #include "base/json.h"
 
 #include <charconv>
+#include <cstring>
 #include <memory>
 
 namespace cakewalk {
 
-Result<Json::Value> ParseJson(std::string_view text, std::string_view what, std::size_t max_bytes) {
-  if (text.size() > max_bytes) {
-    return InvalidArgument(std::string(what) + " is larger than " + std::to_string(max_bytes) +
-                           " bytes");
-  }
-  // jsoncpp skips comments between members even in strict mode; JSON has no '/' outside strings.
-  bool in_string = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '/') {
-      return InvalidArgument(std::string(what) + " is not valid JSON: comments are not allowed");
-    }
-  }
+namespace {
+
+// Parses `text` with jsoncpp's strict reader (the checks before it are ParseJson's).
+Result<Json::Value> Parsed(std::string_view text, std::string_view what) {
   // The reader is built once per thread: building it (a settings tree, then the reader) costs
   // more than parsing a small document, and access sync parses one per user. A reader keeps no
   // state from one parse to the next.
@@ -54,6 +38,36 @@ Result<Json::Value> ParseJson(std::string_view text, std::string_view what, std:
     return InvalidArgument(std::string(what) + " is not valid JSON: " + errors);
   }
   return root;
+}
+
+}  // namespace
+
+Result<Json::Value> ParseJson(std::string_view text, std::string_view what, std::size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return InvalidArgument(std::string(what) + " is larger than " + std::to_string(max_bytes) +
+                           " bytes");
+  }
+  // jsoncpp skips comments between members even in strict mode; JSON has no '/' outside strings.
+  // A string ends at the first '"' after an even number of backslashes (memchr finds each
+  // candidate quote: the strings are most of the text).
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    if (*p == '/') {
+      return InvalidArgument(std::string(what) + " is not valid JSON: comments are not allowed");
+    }
+    if (*p++ != '"') continue;
+    while (p < end) {
+      const char* quote =
+          static_cast<const char*>(std::memchr(p, '"', static_cast<std::size_t>(end - p)));
+      if (quote == nullptr) return Parsed(text, what);  // unterminated: jsoncpp says so
+      const char* escapes = quote;
+      while (escapes > p && escapes[-1] == '\\') --escapes;
+      p = quote + 1;
+      if ((quote - escapes) % 2 == 0) break;
+    }
+  }
+  return Parsed(text, what);
 }
 
 namespace {

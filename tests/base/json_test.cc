@@ -19,6 +19,20 @@ TEST(JsonTest, StrictParsing) {
   EXPECT_FALSE(ParseJson(R"({"a": 1, "a": 2})", "doc").ok());   // duplicate key
   EXPECT_FALSE(ParseJson(R"({"a": 1} trailing)", "doc").ok());  // trailing data
   EXPECT_FALSE(ParseJson("{\"a\": 1 // c\n}", "doc").ok());     // comment
+  // Whether a '/' is inside a string depends on the backslashes before each quote.
+  EXPECT_TRUE(ParseJson(R"({"a": "b\"/c", "d": "/"})", "doc").ok());
+  EXPECT_TRUE(ParseJson(R"({"a": "\\\"/", "b": "\\"})", "doc").ok());
+  EXPECT_TRUE(ParseJson(R"(["", "/", "\\", "x\"/"])", "doc").ok());
+  for (const char* commented : {R"({"a": "b\\" /**/})", R"({"a": "\\\\"/**/})",
+                                R"(["x"//
+])",
+                                R"(/**/{})", R"({}/)"}) {
+    auto c = ParseJson(commented, "doc");
+    ASSERT_FALSE(c.ok()) << commented;
+    EXPECT_NE(c.status().message().find("comments are not allowed"), std::string::npos)
+        << commented << ": " << c.status().message();
+  }
+  EXPECT_FALSE(ParseJson(R"({"a": "unterminated\"/)", "doc").ok());
   EXPECT_FALSE(ParseJson(std::string(100, '[') + std::string(100, ']'), "doc").ok());  // depth
   auto big = ParseJson(R"({"a": 1})", "doc", 4);
   ASSERT_FALSE(big.ok());
