@@ -231,9 +231,12 @@ std::optional<SplitPage> SplitPageTextOfAnyItems(std::string_view body, std::str
 
 // Parses a page of items (see above): `*rest` gets the page without its items (the array at `key`
 // emptied; an empty array when `key` is empty and the page is an array), `item` each item in
-// order. An empty body leaves `*rest` null; malformed JSON is Jira's failure, as RestClient says.
+// order. `before_items`, when given, sees `*rest` before the first item is parsed (a cursor chain
+// asks for its next page then, while this one's items are still being read). An empty body leaves
+// `*rest` null; malformed JSON is Jira's failure, as RestClient says.
 Status ParsePageByItem(std::string_view body, std::string_view key, std::string_view what,
-                       Json::Value* rest, const std::function<Status(const Json::Value&)>& item) {
+                       Json::Value* rest, const std::function<Status(const Json::Value&)>& item,
+                       const std::function<Status(const Json::Value&)>& before_items = {}) {
   const auto malformed = [&] {
     return JiraUnavailable("Jira answered " + std::string(what) + " with malformed JSON");
   };
@@ -255,6 +258,7 @@ Status ParsePageByItem(std::string_view body, std::string_view key, std::string_
         return malformed();
       }
     }
+    if (before_items) CW_RETURN_IF_ERROR(before_items(*rest));
     for (std::string_view text : split->items) {
       auto parsed = ParseJson(text, "Jira's answer");
       if (!parsed.ok()) return malformed();
@@ -273,6 +277,7 @@ Status ParsePageByItem(std::string_view body, std::string_view key, std::string_
     items.swap((*rest)[std::string(key)]);
     (*rest)[std::string(key)] = Json::Value(Json::arrayValue);
   }
+  if (before_items) CW_RETURN_IF_ERROR(before_items(*rest));
   for (const Json::Value& i : items) CW_RETURN_IF_ERROR(item(i));
   return Status::Ok();
 }
@@ -1001,8 +1006,8 @@ Result<UserRow> SyncRun::ParseUserRow(const Json::Value& j, bool listing) const 
 }
 
 // The cursor chain is the one sequential path of a Data Center sync: the next page is asked for
-// as soon as this one's cursor is known (before its users are stored, unless the page before is
-// still being stored), and its requests go first at the gate.
+// as soon as this one's cursor is known (before its users are parsed and stored, unless the page
+// before is still being parsed or stored), and its requests go first at the gate.
 Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t page) {
   if (page > kMaxPages) return JiraInternal("GET user/list did not end");
   RestCall call = Api({"user", "list"});
@@ -1015,48 +1020,57 @@ Status SyncRun::UserListPage(std::optional<std::string> cursor, std::int64_t pag
     CW_ASSIGN_OR_RETURN(reply, Execute(call, "GET user/list"));
   }
   if (!reply.ok()) return Unexpected(reply, "GET user/list");
+  // The next page is asked for once this page's cursor is known, before its users are parsed;
+  // while the page before this one is still being parsed or stored, whoever stores that one asks
+  // for it instead. At most two pages of users are in memory.
+  bool counted = false;  // this page is counted in chain_unstored_
+  const auto ask_next = [&](const Json::Value& bean) -> Status {
+    if (!bean.isObject() || !bean["values"].isArray()) {
+      return JiraInternal("Jira answered GET user/list with no page of values");
+    }
+    const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
+    auto next = OptString(bean, "nextCursor");
+    if (!next && bean["nextCursor"].isInt64()) next = std::to_string(bean["nextCursor"].asInt64());
+    std::function<void()> submit_next;
+    if (!last) {
+      if (!next || next == cursor) {
+        return JiraInternal("GET user/list said more pages follow but gave no new cursor");
+      }
+      StageStarted(kUserListing);
+      submit_next = [this, next, page] {
+        pool_->Submit(FetchPool::kHigh, [this, next, page] {
+          Status s = UserListPage(next, page + 1);
+          if (s.ok()) StageDone(kUserListing);
+          return s;
+        });
+      };
+    }
+    bool defer = false;
+    {
+      std::lock_guard lock(mu_);
+      ++chain_unstored_;
+      counted = true;
+      if (submit_next && chain_unstored_ > 1) {
+        chain_next_ = std::move(submit_next);
+        defer = true;
+      }
+    }
+    if (submit_next && !defer) submit_next();
+    return Status::Ok();
+  };
   Json::Value bean;
   std::vector<UserRow> rows;
   rows.reserve(kUserPageSize);
-  CW_RETURN_IF_ERROR(ParsePageByItem(reply.response.body, "values", "GET user/list", &bean,
-                                     [&](const Json::Value& item) -> Status {
-                                       CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
-                                       rows.push_back(std::move(row));
-                                       return Status::Ok();
-                                     }));
+  CW_RETURN_IF_ERROR(ParsePageByItem(
+      reply.response.body, "values", "GET user/list", &bean,
+      [&](const Json::Value& item) -> Status {
+        CW_ASSIGN_OR_RETURN(UserRow row, ParseUserRow(item, true));
+        rows.push_back(std::move(row));
+        return Status::Ok();
+      },
+      ask_next));
   reply = RestReply();
-  if (!bean.isObject() || !bean["values"].isArray()) {
-    return JiraInternal("Jira answered GET user/list with no page of values");
-  }
-  const bool last = !bean["isLast"].isBool() || bean["isLast"].asBool();
-  auto next = OptString(bean, "nextCursor");
-  if (!next && bean["nextCursor"].isInt64()) next = std::to_string(bean["nextCursor"].asInt64());
-  // The next page is asked for now, unless the page before this one is still being stored: then
-  // whoever stores that one asks for it. At most two pages of users are in memory.
-  std::function<void()> submit_next;
-  bool defer = false;
-  if (!last) {
-    if (!next || next == cursor) {
-      return JiraInternal("GET user/list said more pages follow but gave no new cursor");
-    }
-    StageStarted(kUserListing);
-    submit_next = [this, next, page] {
-      pool_->Submit(FetchPool::kHigh, [this, next, page] {
-        Status s = UserListPage(next, page + 1);
-        if (s.ok()) StageDone(kUserListing);
-        return s;
-      });
-    };
-  }
-  {
-    std::lock_guard lock(mu_);
-    ++chain_unstored_;
-    if (submit_next && chain_unstored_ > 1) {
-      chain_next_ = std::move(submit_next);
-      defer = true;
-    }
-  }
-  if (submit_next && !defer) submit_next();
+  if (!counted) CW_RETURN_IF_ERROR(ask_next(bean));  // an empty body: no page at all
   CW_ASSIGN_OR_RETURN(std::int64_t added, store_->AddUsers(rows));
   rows = {};
   ReleaseFreedMemory();
