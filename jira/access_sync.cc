@@ -53,9 +53,10 @@ constexpr std::int64_t kExcludePagingLimit = 250;  // names a query may page thr
 constexpr std::size_t kExcludeUrlBudget = 6000;    // bytes of exclude parameters per request
 constexpr std::size_t kMaxQueryLength = 64;
 constexpr std::int64_t kMaxPages = 10'000'000;
-// A group's member pages queued or in flight at once, at least (twice the concurrency if more):
-// more than the gate's slots, so that one big group alone still fills them; bounded, so that a
-// group's `total` never decides how much is queued.
+// A group's member pages queued or in flight at once, and the groups whose pages are, at least
+// (twice the concurrency if more): more than the gate's slots, so that one big group alone still
+// fills them; bounded, so that neither a group's `total` nor the number of groups decides how
+// much is queued.
 constexpr std::int64_t kMemberPagesAhead = 16;
 
 std::string FoldAscii(std::string_view s) {
@@ -400,6 +401,11 @@ class SyncRun {
 
   // ---- Pages -------------------------------------------------------------------------------
   void SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first);
+  // Asks for the first member page of registered groups while fewer than MemberWindow() groups
+  // have pages queued or in flight.
+  void OpenGroups();
+  // How many member pages a group keeps queued or in flight, and how many groups are open at once.
+  std::int64_t MemberWindow() const;
   Status MemberPage(std::uint32_t gid, std::int64_t start, bool first);
   void GroupPageDone(std::uint32_t gid);
   Status UserListPage(std::optional<std::string> cursor, std::int64_t page);
@@ -468,6 +474,11 @@ class SyncRun {
   std::int64_t groups_done_ = 0;
   std::int64_t member_pages_done_ = 0;
   std::int64_t member_pages_known_ = 0;
+  // Groups registered whose member pages are not asked for yet, and the groups whose pages are
+  // (until their last page is done). A group's pages are queued only while it is open, so that
+  // the pool's queue holds a bounded number of tasks however many groups the site has.
+  std::deque<std::uint32_t> unopened_;
+  std::int64_t open_groups_ = 0;
   std::int64_t groups_with_totals_ = 0;
   std::int64_t users_seen_ = 0;
   // The Data Center user/list chain: pages fetched and not yet stored, and the next page's
@@ -650,8 +661,9 @@ std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, con
     group_by_name_[folded] = gid;
     ++stage_pending_[kMembers];
     ++member_pages_known_;
+    unopened_.push_back(gid);
   }
-  SubmitMemberPage(gid, 0, true);
+  OpenGroups();
   return gid;
 }
 
@@ -844,6 +856,25 @@ Status SyncRun::DiscoverCloudGroups() {
 
 // ---- Member pages ---------------------------------------------------------------------------
 
+std::int64_t SyncRun::MemberWindow() const {
+  // More than the gate's slots, so that one big group alone fills them, or as many groups of one
+  // page each.
+  return std::max<std::int64_t>(kMemberPagesAhead, 2 * std::int64_t{options_.max_concurrency});
+}
+
+void SyncRun::OpenGroups() {
+  std::vector<std::uint32_t> opened;
+  {
+    std::lock_guard lock(mu_);
+    while (!unopened_.empty() && open_groups_ < MemberWindow()) {
+      opened.push_back(unopened_.front());
+      unopened_.pop_front();
+      ++open_groups_;
+    }
+  }
+  for (std::uint32_t gid : opened) SubmitMemberPage(gid, 0, true);
+}
+
 void SyncRun::SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first) {
   pool_->Submit(FetchPool::kNormal, [this, gid, start, first] {
     Status s = MemberPage(gid, start, first);
@@ -904,8 +935,7 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
     ++member_pages_done_;
     // Keeps up to kMemberPagesAhead of the planned pages queued or in flight (this one counted
     // until it is done).
-    const std::int64_t ahead =
-        std::max<std::int64_t>(kMemberPagesAhead, 2 * std::int64_t{options_.max_concurrency});
+    const std::int64_t ahead = MemberWindow();
     const auto top_up = [&] {
       while (g.next_start < g.planned_end &&
              g.pages_outstanding + static_cast<std::int64_t>(follow.size()) < ahead) {
@@ -960,9 +990,11 @@ void SyncRun::GroupPageDone(std::uint32_t gid) {
     if (--g.pages_outstanding > 0) return;
     g.done = true;
     ++groups_done_;
+    --open_groups_;
     --stage_pending_[kMembers];
     if (include_.groups) record = GroupRecord(g);
   }
+  OpenGroups();
   if (record) {
     Status s = PushReady(*record);
     if (!s.ok()) pool_->Fail(s);

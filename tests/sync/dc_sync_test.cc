@@ -135,6 +135,39 @@ TEST_F(DcSyncTest, EachMemberPageIsAskedForOnce) {
   EXPECT_GT(largest, 40 * 50) << "no group needs more pages than the window";
 }
 
+// However many groups the picker finds, the member pages of at most a window of groups (16 here;
+// twice the concurrency of 6 is less) are queued or in flight at once, so what the sync holds does
+// not grow with the groups. From the fake's log: when a member page arrives, every group whose
+// first page has arrived and whose last page has not is still open in the sync.
+TEST_F(DcSyncTest, MemberPagesOfABoundedNumberOfGroupsAtOnce) {
+  SiteSpec site = MidSite(13);
+  site.groups = 150;
+  site.memberships = 15000;  // about two pages per group
+  ASSERT_NO_FATAL_FAILURE(StartDc("10.3.4", site));
+  CollectingSink sink;
+  auto report = Sync(sink);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(VerifyComplete(sink, *report));
+  std::map<std::string, std::int64_t> last_start;  // per group, where its last page starts
+  for (const Json::Value& g : sink.OfKind("group")) {
+    const std::int64_t members = g["member_count"].asInt64();
+    last_start[g["name"].asString()] = members == 0 ? 0 : (members - 1) / 50 * 50;
+  }
+  ASSERT_GT(last_start.size(), 150u);
+  std::set<std::string> open;
+  std::size_t most = 0;
+  for (const auto& r : RequestsTo("/rest/api/2/group/member")) {
+    const std::string name = r.request.Query("groupname").value_or("");
+    const std::int64_t start = std::stoll(r.request.Query("startAt").value_or("-1"));
+    ASSERT_TRUE(last_start.count(name)) << name;
+    if (start == 0) open.insert(name);
+    most = std::max(most, open.size());
+    if (start == last_start[name]) open.erase(name);
+  }
+  EXPECT_LE(most, 16u);
+  EXPECT_GE(most, 6u) << "fewer groups at once than the concurrency";
+}
+
 // The group picker shows 20 names per query; 60 custom groups are still all found (and the
 // queries that found them are narrower ones, not one call).
 TEST_F(DcSyncTest, CappedGroupPickerIsCompleted) {
