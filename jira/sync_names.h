@@ -3,7 +3,7 @@
 // they use, each at about the cost of the query's own matches instead of a scan of every name.
 //
 // Names and queries are compared as given (the caller folds ASCII case first). A name is counted
-// once per query however often it contains it. Memory: the names, one (name, offset) pair per
+// once per query however often it contains it. Memory: the names' text, one 4-byte position per
 // character of them, and one entry per counted query.
 #pragma once
 
@@ -21,7 +21,7 @@ namespace cakewalk::jira {
 class GroupNameIndex {
  public:
   // Adds a name not added before; `tag` is what ForEachMatch hands back for it.
-  void Add(std::string name, std::uint32_t tag);
+  void Add(std::string_view name, std::uint32_t tag);
 
   // How many names contain `query` ("" counts every name). A query counted once is kept and its
   // count follows every later Add, so asking again costs one lookup.
@@ -32,16 +32,14 @@ class GroupNameIndex {
 
   // The characters (UTF-8 sequences) of every name.
   const std::set<std::string>& alphabet() const { return alphabet_; }
-  std::size_t size() const { return names_.size(); }
+  std::size_t size() const { return starts_.size(); }
 
  private:
-  struct Suffix {
-    std::uint32_t name;
-    std::uint32_t offset;
-  };
-  std::string_view Text(Suffix s) const {
-    return std::string_view(names_[s.name]).substr(s.offset);
-  }
+  // A suffix is its position in text_, which holds every name followed by a NUL: its text runs to
+  // that NUL. Names that contain a NUL themselves are left out of the suffixes and scanned.
+  std::string_view Text(std::uint32_t suffix) const { return text_.data() + suffix; }
+  std::string_view Name(std::uint32_t name) const;
+  std::uint32_t NameAt(std::uint32_t suffix) const;  // the name a suffix belongs to
   // The names containing `query`, each once, ascending.
   std::vector<std::uint32_t> Matches(std::string_view query);
   void MergeRecent();
@@ -55,10 +53,12 @@ class GroupNameIndex {
     std::uint32_t last = UINT32_MAX;  // the last name counted (a name counts once per query)
   };
 
-  std::vector<std::string> names_;
+  std::string text_;
+  std::vector<std::uint32_t> starts_;  // each name's position in text_
   std::vector<std::uint32_t> tags_;
-  std::vector<Suffix> sorted_;  // every suffix of every name, by text
-  std::vector<Suffix> recent_;  // suffixes of names added since the last merge, unsorted
+  std::vector<std::uint32_t> sorted_;    // every suffix of every name, by text
+  std::vector<std::uint32_t> recent_;    // suffixes of names added since the last merge, unsorted
+  std::vector<std::uint32_t> with_nul_;  // names containing a NUL
   std::unordered_map<std::string, Counted, Hash, std::equal_to<>> counted_;
   std::size_t longest_counted_ = 0;
   std::set<std::string> alphabet_;

@@ -63,5 +63,31 @@ TEST(GroupNameIndexTest, CountsEqualAScanOfEveryName) {
             (std::set<std::string>{"a", "b", "t", "e", "m", "-", "1", "\xc3\xa9"}));
 }
 
+// A name may hold a NUL (the index ends each suffix at one): such names are still found by every
+// query they contain, across merges, next to names that share their parts.
+TEST(GroupNameIndexTest, NamesWithANulCharacterAreMatchedWhole) {
+  using namespace std::string_literals;
+  std::vector<std::string> names = {"ab\0cd"s, "cd"s, "\0"s, "abcd"s};
+  for (int i = 0; i < 600; ++i) names.push_back("team-" + std::to_string(i));  // merges
+  names.push_back("x\0team-1"s);
+  GroupNameIndex index;
+  const std::vector<std::string> early = {"\0"s, "b\0c"s, "cd"s};
+  for (const auto& q : early) EXPECT_EQ(index.Count(q), 0);
+  for (std::uint32_t i = 0; i < names.size(); ++i) index.Add(names[i], i);
+  for (const std::string& q : {"\0"s, "b\0c"s, "cd"s, "ab"s, "abcd"s, "team-1"s, "x\0"s, ""s}) {
+    EXPECT_EQ(index.Count(q), Scan(names, q)) << q.size();
+    std::vector<std::uint32_t> tags;
+    index.ForEachMatch(q, [&](std::uint32_t t) { tags.push_back(t); });
+    std::vector<std::uint32_t> want;
+    for (std::uint32_t i = 0; i < names.size(); ++i) {
+      if (names[i].find(q) != std::string::npos) want.push_back(i);
+    }
+    EXPECT_EQ(tags, want) << q.size();
+  }
+  EXPECT_EQ(index.Count("b\0c"s), 1);
+  EXPECT_EQ(index.Count("team-1"s), Scan(names, "team-1"));
+  EXPECT_EQ(index.alphabet().count("\0"s), 1u);
+}
+
 }  // namespace
 }  // namespace cakewalk::jira
