@@ -347,20 +347,26 @@ Status Unexpected(const RestReply& reply, std::string_view what) {
   return UnexpectedReply(reply, what);
 }
 
+// A known group, kept for the whole sync (user records name their groups).
 struct Group {
   std::string name;
-  std::string id;  // Cloud groupId; Data Center: the name
+  std::string id;           // Cloud groupId, unless id_is_name
+  bool id_is_name = false;  // Data Center, where the name is the id
   bool admin = false;
   bool system_admin = false;
   std::uint64_t products = 0;  // bits over SyncRun::products_
-  std::int64_t pages_outstanding = 0;
+  std::int64_t members = 0;    // distinct members stored
+  const std::string& Id() const { return id_is_name ? name : id; }
+};
+
+// The member pages of an open group (SyncRun::OpenGroups), until its last page is done.
+struct MemberPlan {
+  std::int64_t pages_outstanding = 1;  // the first page
   std::int64_t last_scheduled_start = 0;
   // Pages planned from Jira's `total` are scheduled kMemberPagesAhead at a time: the next one
   // starts at next_start, the plan ends before planned_end.
   std::int64_t next_start = 0;
   std::int64_t planned_end = 0;
-  std::int64_t members = 0;  // distinct members stored
-  bool done = false;
 };
 
 struct Warning {
@@ -478,7 +484,7 @@ class SyncRun {
   // (until their last page is done). A group's pages are queued only while it is open, so that
   // the pool's queue holds a bounded number of tasks however many groups the site has.
   std::deque<std::uint32_t> unopened_;
-  std::int64_t open_groups_ = 0;
+  std::unordered_map<std::uint32_t, MemberPlan> plans_;  // the open groups'
   std::int64_t groups_with_totals_ = 0;
   std::int64_t users_seen_ = 0;
   // The Data Center user/list chain: pages fetched and not yet stored, and the next page's
@@ -652,11 +658,11 @@ std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, con
     gid = static_cast<std::uint32_t>(groups_.size());
     Group g;
     g.name = name;
-    g.id = id;
+    g.id_is_name = id == name;
+    if (!g.id_is_name) g.id = id;
     g.admin = admin || system_admin;
     g.system_admin = system_admin;
     if (auto it = role_groups_.find(folded); it != role_groups_.end()) g.products = it->second;
-    g.pages_outstanding = 1;
     groups_.push_back(std::move(g));
     group_by_name_[folded] = gid;
     ++stage_pending_[kMembers];
@@ -866,10 +872,10 @@ void SyncRun::OpenGroups() {
   std::vector<std::uint32_t> opened;
   {
     std::lock_guard lock(mu_);
-    while (!unopened_.empty() && open_groups_ < MemberWindow()) {
+    while (!unopened_.empty() && static_cast<std::int64_t>(plans_.size()) < MemberWindow()) {
       opened.push_back(unopened_.front());
       unopened_.pop_front();
-      ++open_groups_;
+      plans_.emplace(opened.back(), MemberPlan{});
     }
   }
   for (std::uint32_t gid : opened) SubmitMemberPage(gid, 0, true);
@@ -888,7 +894,7 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
   {
     std::lock_guard lock(mu_);
     name = groups_[gid].name;
-    id = groups_[gid].id;
+    id = groups_[gid].Id();
   }
   RestCall call = Api({"group", "member"});
   if (flavor_ == Flavor::kCloud) {
@@ -930,6 +936,7 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
   {
     std::lock_guard lock(mu_);
     Group& g = groups_[gid];
+    MemberPlan& plan = plans_.at(gid);
     g.members += added;
     users_seen_ += new_users;
     ++member_pages_done_;
@@ -937,22 +944,22 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
     // until it is done).
     const std::int64_t ahead = MemberWindow();
     const auto top_up = [&] {
-      while (g.next_start < g.planned_end &&
-             g.pages_outstanding + static_cast<std::int64_t>(follow.size()) < ahead) {
-        follow.push_back(g.next_start);
-        g.next_start += kMemberPageSize;
+      while (plan.next_start < plan.planned_end &&
+             plan.pages_outstanding + static_cast<std::int64_t>(follow.size()) < ahead) {
+        follow.push_back(plan.next_start);
+        plan.next_start += kMemberPageSize;
       }
     };
     const auto unscheduled = [&]() -> std::int64_t {
-      if (g.next_start >= g.planned_end) return 0;
-      return (g.planned_end - g.next_start + kMemberPageSize - 1) / kMemberPageSize;
+      if (plan.next_start >= plan.planned_end) return 0;
+      return (plan.planned_end - plan.next_start + kMemberPageSize - 1) / kMemberPageSize;
     };
     if (first) ++groups_with_totals_;
     if (first && !last) {
       const std::int64_t total = bean["total"].isInt64() ? bean["total"].asInt64() : -1;
       if (total > received) {
-        g.next_start = kMemberPageSize;
-        g.planned_end = total;
+        plan.next_start = kMemberPageSize;
+        plan.planned_end = total;
         member_pages_known_ += unscheduled();
         top_up();
       } else {
@@ -963,19 +970,19 @@ Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
       // Nothing after this page: what is still planned beyond it is not asked for (nor counted
       // in the progress' pages).
       const std::int64_t planned = unscheduled();
-      g.planned_end = std::min(g.planned_end, start + kMemberPageSize);
+      plan.planned_end = std::min(plan.planned_end, start + kMemberPageSize);
       member_pages_known_ -= planned - unscheduled();
     }
-    if (!first && g.next_start < g.planned_end) {
+    if (!first && plan.next_start < plan.planned_end) {
       top_up();
-    } else if (!first && !last && start == g.last_scheduled_start) {
+    } else if (!first && !last && start == plan.last_scheduled_start) {
       // Jira's total was smaller than the group: go on one page at a time.
       follow.push_back(start + std::max<std::int64_t>(received, 1));
       ++member_pages_known_;
     }
     if (!follow.empty()) {
-      g.last_scheduled_start = std::max(g.last_scheduled_start, follow.back());
-      g.pages_outstanding += static_cast<std::int64_t>(follow.size());
+      plan.last_scheduled_start = std::max(plan.last_scheduled_start, follow.back());
+      plan.pages_outstanding += static_cast<std::int64_t>(follow.size());
     }
   }
   for (std::int64_t s : follow) SubmitMemberPage(gid, s, false);
@@ -986,13 +993,12 @@ void SyncRun::GroupPageDone(std::uint32_t gid) {
   std::optional<Json::Value> record;
   {
     std::lock_guard lock(mu_);
-    Group& g = groups_[gid];
-    if (--g.pages_outstanding > 0) return;
-    g.done = true;
+    auto plan = plans_.find(gid);
+    if (--plan->second.pages_outstanding > 0) return;
+    plans_.erase(plan);
     ++groups_done_;
-    --open_groups_;
     --stage_pending_[kMembers];
-    if (include_.groups) record = GroupRecord(g);
+    if (include_.groups) record = GroupRecord(groups_[gid]);
   }
   OpenGroups();
   if (record) {
@@ -1005,7 +1011,7 @@ void SyncRun::GroupPageDone(std::uint32_t gid) {
 Json::Value SyncRun::GroupRecord(const Group& g) const {
   Json::Value r(Json::objectValue);
   r["kind"] = "group";
-  r["id"] = g.id;
+  r["id"] = g.Id();
   r["name"] = g.name;
   r["member_count"] = static_cast<Json::Int64>(g.members);
   return r;
