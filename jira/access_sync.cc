@@ -59,11 +59,11 @@ constexpr std::int64_t kMaxPages = 10'000'000;
 // much is queued.
 constexpr std::int64_t kMemberPagesAhead = 16;
 
+char FoldChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 std::string FoldAscii(std::string_view s) {
   std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
+  for (char& c : out) c = FoldChar(c);
   return out;
 }
 
@@ -359,6 +359,33 @@ struct Group {
   const std::string& Id() const { return id_is_name ? name : id; }
 };
 
+// Group names hashed and compared with ASCII case folded, given as they are or as an index into
+// the known groups: a set of indexes finds a group by any spelling of its name without holding a
+// second copy of every name.
+struct FoldedNames {
+  using is_transparent = void;
+  const std::deque<Group>* groups;
+  std::string_view Of(std::uint32_t gid) const { return (*groups)[gid].name; }
+  std::string_view Of(std::string_view name) const { return name; }
+};
+struct FoldedHash : FoldedNames {
+  template <typename Key>
+  std::size_t operator()(const Key& key) const {
+    std::size_t h = 14695981039346656037u;  // FNV-1a
+    for (char c : Of(key)) h = (h ^ static_cast<unsigned char>(FoldChar(c))) * 1099511628211u;
+    return h;
+  }
+};
+struct FoldedEqual : FoldedNames {
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    const std::string_view x = Of(a), y = Of(b);
+    return x.size() == y.size() && std::equal(x.begin(), x.end(), y.begin(), [](char l, char r) {
+             return FoldChar(l) == FoldChar(r);
+           });
+  }
+};
+
 // The member pages of an open group (SyncRun::OpenGroups), until its last page is done.
 struct MemberPlan {
   std::int64_t pages_outstanding = 1;  // the first page
@@ -465,7 +492,8 @@ class SyncRun {
   std::condition_variable events_cv_;
   std::condition_variable ready_cv_;
   std::deque<Group> groups_;
-  std::unordered_map<std::string, std::uint32_t> group_by_name_;  // folded name
+  std::unordered_set<std::uint32_t, FoldedHash, FoldedEqual> group_by_name_{
+      0, FoldedHash{{&groups_}}, FoldedEqual{{&groups_}}};
   // The names the Data Center group picker showed (folded), tagged with their index in groups_:
   // the discovery thread's only.
   GroupNameIndex picker_names_;
@@ -648,9 +676,8 @@ std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, con
   std::uint32_t gid;
   {
     std::lock_guard lock(mu_);
-    const std::string folded = FoldAscii(name);
-    if (auto it = group_by_name_.find(folded); it != group_by_name_.end()) {
-      Group& g = groups_[it->second];
+    if (auto it = group_by_name_.find(std::string_view(name)); it != group_by_name_.end()) {
+      Group& g = groups_[*it];
       g.admin |= admin;
       g.system_admin |= system_admin;
       return std::nullopt;
@@ -662,9 +689,11 @@ std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, con
     if (!g.id_is_name) g.id = id;
     g.admin = admin || system_admin;
     g.system_admin = system_admin;
-    if (auto it = role_groups_.find(folded); it != role_groups_.end()) g.products = it->second;
+    if (auto it = role_groups_.find(FoldAscii(name)); it != role_groups_.end()) {
+      g.products = it->second;
+    }
     groups_.push_back(std::move(g));
-    group_by_name_[folded] = gid;
+    group_by_name_.insert(gid);
     ++stage_pending_[kMembers];
     ++member_pages_known_;
     unopened_.push_back(gid);
