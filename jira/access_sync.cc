@@ -347,16 +347,15 @@ Status Unexpected(const RestReply& reply, std::string_view what) {
   return UnexpectedReply(reply, what);
 }
 
-// A known group, kept for the whole sync (user records name their groups).
+// A known group, kept for the whole sync (user records name their groups). Its name and id are
+// held by SyncRun::group_text_ (the same bytes when they are equal, as on Data Center).
 struct Group {
-  std::string name;
-  std::string id;           // Cloud groupId, unless id_is_name
-  bool id_is_name = false;  // Data Center, where the name is the id
+  std::string_view name;
+  std::string_view id;  // Cloud's groupId; Data Center's is the name
   bool admin = false;
   bool system_admin = false;
   std::uint64_t products = 0;  // bits over SyncRun::products_
   std::int64_t members = 0;    // distinct members stored
-  const std::string& Id() const { return id_is_name ? name : id; }
 };
 
 // Group names hashed and compared with ASCII case folded, given as they are or as an index into
@@ -373,7 +372,7 @@ struct FoldedHash : FoldedNames {
   std::size_t operator()(const Key& key) const {
     std::size_t h = 14695981039346656037u;  // FNV-1a
     for (char c : Of(key)) h = (h ^ static_cast<unsigned char>(FoldChar(c))) * 1099511628211u;
-    return h;
+    return h ^ (h >> 32);  // the high bits into the low ones, which IndexSet's slots use
   }
 };
 struct FoldedEqual : FoldedNames {
@@ -491,9 +490,9 @@ class SyncRun {
   mutable std::mutex mu_;
   std::condition_variable events_cv_;
   std::condition_variable ready_cv_;
+  TextArena group_text_;  // the groups' names and ids, for the whole sync
   std::deque<Group> groups_;
-  std::unordered_set<std::uint32_t, FoldedHash, FoldedEqual> group_by_name_{
-      0, FoldedHash{{&groups_}}, FoldedEqual{{&groups_}}};
+  IndexSet<FoldedHash, FoldedEqual> group_by_name_{FoldedHash{{&groups_}}, FoldedEqual{{&groups_}}};
   // The names the Data Center group picker showed (folded), tagged with their index in groups_:
   // the discovery thread's only.
   GroupNameIndex picker_names_;
@@ -676,24 +675,23 @@ std::optional<std::uint32_t> SyncRun::RegisterGroup(const std::string& name, con
   std::uint32_t gid;
   {
     std::lock_guard lock(mu_);
-    if (auto it = group_by_name_.find(std::string_view(name)); it != group_by_name_.end()) {
-      Group& g = groups_[*it];
+    if (auto known = group_by_name_.Find(std::string_view(name))) {
+      Group& g = groups_[*known];
       g.admin |= admin;
       g.system_admin |= system_admin;
       return std::nullopt;
     }
     gid = static_cast<std::uint32_t>(groups_.size());
     Group g;
-    g.name = name;
-    g.id_is_name = id == name;
-    if (!g.id_is_name) g.id = id;
+    g.name = group_text_.Add(name);
+    g.id = id == name ? g.name : group_text_.Add(id);
     g.admin = admin || system_admin;
     g.system_admin = system_admin;
     if (auto it = role_groups_.find(FoldAscii(name)); it != role_groups_.end()) {
       g.products = it->second;
     }
     groups_.push_back(std::move(g));
-    group_by_name_.insert(gid);
+    group_by_name_.Insert(gid);
     ++stage_pending_[kMembers];
     ++member_pages_known_;
     unopened_.push_back(gid);
@@ -745,20 +743,21 @@ Result<SyncRun::PickerAnswer> SyncRun::Picker(const std::string& query,
 // characters no shown name has is found by exclusion alone; what cannot be found within the URL
 // budget is reported.
 Status SyncRun::DiscoverDcGroups() {
+  // A query to take up, and the query it narrows with the total Jira gave for that one.
   struct Pending {
     std::string query;
     std::string parent;
+    std::int64_t parent_total = 0;
   };
-  std::deque<Pending> pending{{"", ""}};
-  // Every query taken from `pending` (folded) -> the total Jira gave for it, or -1 when it was not
-  // sent. One hash map rather than a set and a map: at 10k groups it holds some 20k queries.
-  std::unordered_map<std::string, std::int64_t> asked;
-  const auto total_of = [&](const std::string& q) -> std::int64_t {
-    auto it = asked.find(q);
-    return it == asked.end() ? 0 : std::max<std::int64_t>(0, it->second);
-  };
+  std::deque<Pending> pending{{"", "", 0}};
+  // Every query taken from `pending` (folded), sent or not: at 10k groups some 20k of them.
+  std::optional<StringSet> asked_store;
+  StringSet& asked = asked_store.emplace();
+  std::int64_t everything = -1;  // the total Jira gave for ""
   std::int64_t unresolved = 0;
-  const auto satisfied = [&](const std::string& q) { return KnownMatching(q) >= total_of(q); };
+  const auto satisfied = [&](const std::string& q, std::int64_t total) {
+    return KnownMatching(q) >= total;
+  };
   // The characters known, in the order they became known, and each narrowed query with how many
   // of them it was narrowed by. A query is narrowed by every character known when it is; those
   // learned later (names sorting late show them only to later queries) narrow again, once the
@@ -773,21 +772,26 @@ Status SyncRun::DiscoverDcGroups() {
       if (letter_set.insert(c).second) letters.push_back(c);
     }
   };
-  std::vector<std::pair<std::string, std::size_t>> narrowed;
-  const auto narrow = [&](const std::string& q, std::size_t from) {
+  struct Narrowed {
+    std::string query;
+    std::int64_t total = 0;
+    std::size_t letters = 0;  // how many of `letters` narrowed it
+  };
+  std::vector<Narrowed> narrowed;
+  const auto narrow = [&](const std::string& q, std::int64_t total, std::size_t from) {
     for (std::size_t i = from; i < letters.size(); ++i) {
       for (std::string child : {q + letters[i], letters[i] + q}) {
-        if (!asked.count(child)) pending.push_back({std::move(child), q});
+        if (!asked.Contains(child)) pending.push_back({std::move(child), q, total});
       }
     }
   };
   while (true) {
     if (pending.empty()) {
       learn();
-      std::erase_if(narrowed, [&](auto& n) {
-        if (satisfied(n.first)) return true;
-        narrow(n.first, n.second);
-        n.second = letters.size();
+      std::erase_if(narrowed, [&](Narrowed& n) {
+        if (satisfied(n.query, n.total)) return true;
+        narrow(n.query, n.total, n.letters);
+        n.letters = letters.size();
         return false;
       });
       if (pending.empty()) break;
@@ -795,12 +799,11 @@ Status SyncRun::DiscoverDcGroups() {
     if (pool_->stop_token().stop_requested()) return Stopped();
     Pending p = std::move(pending.front());
     pending.pop_front();
-    auto [slot, fresh] = asked.try_emplace(p.query, -1);
-    if (!fresh) continue;
-    if (!p.query.empty() && satisfied(p.parent)) continue;
+    if (!asked.Insert(p.query)) continue;
+    if (!p.query.empty() && satisfied(p.parent, p.parent_total)) continue;
     CW_ASSIGN_OR_RETURN(PickerAnswer answer, Picker(p.query, {}));
-    slot->second = answer.total;
-    if (answer.shown >= answer.total || satisfied(p.query)) continue;
+    if (p.query.empty()) everything = answer.total;
+    if (answer.shown >= answer.total || satisfied(p.query, answer.total)) continue;
     if (answer.total <= kExcludePagingLimit) {
       // Page by exclusion while it finds new names.
       bool resolved = false;
@@ -810,7 +813,7 @@ Status SyncRun::DiscoverDcGroups() {
         {
           std::lock_guard lock(mu_);
           picker_names_.ForEachMatch(p.query, [&](std::uint32_t gid) {
-            known.push_back(groups_[gid].name);
+            known.emplace_back(groups_[gid].name);
             bytes += UrlEncode(groups_[gid].name).size() + 9;
           });
         }
@@ -829,14 +832,12 @@ Status SyncRun::DiscoverDcGroups() {
       continue;
     }
     learn();
-    narrow(p.query, 0);
-    narrowed.emplace_back(p.query, letters.size());
+    narrow(p.query, answer.total, 0);
+    narrowed.push_back({p.query, answer.total, letters.size()});
   }
   // Every query must be accounted for: what is still short was not found.
   std::int64_t missing = 0;
-  if (auto it = asked.find(""); it != asked.end() && it->second >= 0) {
-    missing = std::max<std::int64_t>(0, it->second - KnownMatching(""));
-  }
+  if (everything >= 0) missing = std::max<std::int64_t>(0, everything - KnownMatching(""));
   if (missing > 0 || unresolved > 0) {
     AddWarning("groups_incomplete",
                "the group picker is capped (jira.ajax.autocomplete.limit) and " +
@@ -846,7 +847,7 @@ Status SyncRun::DiscoverDcGroups() {
   // The index (a suffix per character of every name, a count per query) is needed by nothing
   // after discovery; the members' pages are still coming in, so its memory is given back now.
   picker_names_ = GroupNameIndex();
-  asked = {};
+  asked_store.reset();
   narrowed = {};
   ReleaseFreedMemory();
   return Status::Ok();
@@ -919,11 +920,11 @@ void SyncRun::SubmitMemberPage(std::uint32_t gid, std::int64_t start, bool first
 }
 
 Status SyncRun::MemberPage(std::uint32_t gid, std::int64_t start, bool first) {
-  std::string name, id;
+  std::string_view name, id;  // views of group_text_, which keeps them for the whole sync
   {
     std::lock_guard lock(mu_);
     name = groups_[gid].name;
-    id = groups_[gid].Id();
+    id = groups_[gid].id;
   }
   RestCall call = Api({"group", "member"});
   if (flavor_ == Flavor::kCloud) {
@@ -1040,8 +1041,8 @@ void SyncRun::GroupPageDone(std::uint32_t gid) {
 Json::Value SyncRun::GroupRecord(const Group& g) const {
   Json::Value r(Json::objectValue);
   r["kind"] = "group";
-  r["id"] = g.Id();
-  r["name"] = g.name;
+  r["id"] = std::string(g.id);
+  r["name"] = std::string(g.name);
   r["member_count"] = static_cast<Json::Int64>(g.members);
   return r;
 }
@@ -1372,7 +1373,7 @@ Status SyncRun::Emit(std::string_view kind, std::string canonical) {
 }
 
 std::string SyncRun::UserRecordText(const SpooledUser& u, bool* human) const {
-  std::vector<std::string> group_names;
+  std::vector<std::string_view> group_names;  // views of group_text_
   std::uint64_t products = 0;
   bool admin = false, system_admin = false;
   {
@@ -1420,7 +1421,7 @@ std::string SyncRun::UserRecordText(const SpooledUser& u, bool* human) const {
       r += "null";
     }
   };
-  const auto texts = [&](const std::vector<std::string>& list) {
+  const auto texts = [&](const auto& list) {
     r += '[';
     for (std::size_t i = 0; i < list.size(); ++i) {
       if (i > 0) r += ',';

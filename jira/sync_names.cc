@@ -1,7 +1,10 @@
 #include "jira/sync_names.h"
 
 #include <algorithm>
+#include <cstring>
 #include <iterator>
+#include <new>
+#include <stdexcept>
 
 namespace cakewalk::jira {
 namespace {
@@ -15,6 +18,55 @@ std::size_t SequenceLength(unsigned char b) {
 }
 
 }  // namespace
+
+std::string_view TextArena::Add(std::string_view text) {
+  if (text.empty()) return {};
+  if (text.size() > kChunk) {
+    // Its own chunk; the chunk being filled (next_, room_) goes on.
+    chunks_.push_back(std::make_unique_for_overwrite<char[]>(text.size()));
+    std::memcpy(chunks_.back().get(), text.data(), text.size());
+    return {chunks_.back().get(), text.size()};
+  }
+  if (text.size() > room_) {
+    chunks_.push_back(std::make_unique_for_overwrite<char[]>(kChunk));
+    next_ = chunks_.back().get();
+    room_ = kChunk;
+  }
+  char* at = next_;
+  std::memcpy(at, text.data(), text.size());
+  next_ += text.size();
+  room_ -= text.size();
+  return {at, text.size()};
+}
+
+std::string_view StringSet::At(std::uint32_t position) const {
+  std::size_t length = static_cast<unsigned char>(text_[position]);
+  std::size_t at = position + 1;
+  if (length == 0xff) {
+    std::uint32_t long_length = 0;
+    std::memcpy(&long_length, text_.data() + at, sizeof long_length);
+    length = long_length;
+    at += sizeof long_length;
+  }
+  return std::string_view(text_).substr(at, length);
+}
+
+bool StringSet::Insert(std::string_view s) {
+  if (Contains(s)) return false;
+  if (s.size() > UINT32_MAX || text_.size() > UINT32_MAX - 5 - s.size())
+    throw std::length_error("StringSet");
+  const auto position = static_cast<std::uint32_t>(text_.size());
+  if (s.size() < 0xff) {
+    text_.push_back(static_cast<char>(s.size()));
+  } else {
+    const auto long_length = static_cast<std::uint32_t>(s.size());
+    text_.push_back(static_cast<char>(0xff));
+    text_.append(reinterpret_cast<const char*>(&long_length), sizeof long_length);
+  }
+  text_.append(s);
+  index_.Insert(position);
+  return true;
+}
 
 void GroupNameIndex::Add(std::string_view name, std::uint32_t tag) {
   const auto id = static_cast<std::uint32_t>(starts_.size());
@@ -64,12 +116,23 @@ std::uint32_t GroupNameIndex::NameAt(std::uint32_t suffix) const {
 void GroupNameIndex::MergeRecent() {
   const auto less = [this](std::uint32_t a, std::uint32_t b) { return Text(a) < Text(b); };
   std::sort(recent_.begin(), recent_.end(), less);
-  // Into a vector of the exact size: the old one and the new one are all there is at once.
-  std::vector<std::uint32_t> merged;
-  merged.reserve(sorted_.size() + recent_.size());
-  std::merge(sorted_.begin(), sorted_.end(), recent_.begin(), recent_.end(),
-             std::back_inserter(merged), less);
-  sorted_.swap(merged);
+  const std::size_t old_size = sorted_.size;
+  const std::size_t size = old_size + recent_.size();
+  void* grown = std::realloc(sorted_.data.get(), size * sizeof(std::uint32_t));
+  if (grown == nullptr) throw std::bad_alloc();
+  (void)sorted_.data.release();
+  sorted_.data.reset(static_cast<std::uint32_t*>(grown));
+  // Merged from the back into the room realloc added: the largest of both goes last.
+  std::uint32_t* const sorted = sorted_.data.get();
+  std::size_t i = old_size, j = recent_.size(), out = size;
+  while (j > 0) {
+    if (i > 0 && less(recent_[j - 1], sorted[i - 1])) {
+      sorted[--out] = sorted[--i];
+    } else {
+      sorted[--out] = recent_[--j];
+    }
+  }
+  sorted_.size = size;
   recent_.clear();
   recent_.shrink_to_fit();
 }
@@ -81,9 +144,11 @@ std::vector<std::uint32_t> GroupNameIndex::Matches(std::string_view query) {
     for (std::uint32_t i = 0; i < out.size(); ++i) out[i] = i;
     return out;
   }
-  auto it = std::lower_bound(sorted_.begin(), sorted_.end(), query,
-                             [this](std::uint32_t s, std::string_view q) { return Text(s) < q; });
-  for (; it != sorted_.end() && Text(*it).starts_with(query); ++it) out.push_back(NameAt(*it));
+  const std::uint32_t* const end = sorted_.data.get() + sorted_.size;
+  const std::uint32_t* it =
+      std::lower_bound(static_cast<const std::uint32_t*>(sorted_.data.get()), end, query,
+                       [this](std::uint32_t s, std::string_view q) { return Text(s) < q; });
+  for (; it != end && Text(*it).starts_with(query); ++it) out.push_back(NameAt(*it));
   for (std::uint32_t s : recent_) {
     if (Text(s).starts_with(query)) out.push_back(NameAt(s));
   }

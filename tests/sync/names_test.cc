@@ -1,6 +1,8 @@
 // The group picker's name index (jira/sync_names.h) against a scan of every name.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -15,6 +17,83 @@ std::int64_t Scan(const std::vector<std::string>& names, const std::string& q) {
   std::int64_t n = 0;
   for (const auto& name : names) n += name.find(q) != std::string::npos;
   return n;
+}
+
+// Every view the arena hands out still reads its text after many more were added: across chunks,
+// around texts longer than a chunk, and for the empty text.
+TEST(TextArenaTest, ViewsStayValidAsTheArenaGrows) {
+  TextArena arena;
+  std::vector<std::string> texts;
+  std::vector<std::string_view> views;
+  for (int i = 0; i < 5000; ++i) {
+    std::string t =
+        "group-" + std::to_string(i) + std::string(static_cast<std::size_t>(i % 40), 'x');
+    if (i % 997 == 1) {
+      t = std::string(40000 + static_cast<std::size_t>(i), static_cast<char>('a' + i % 26));
+    }
+    if (i % 1013 == 0) t.clear();
+    texts.push_back(t);
+    views.push_back(arena.Add(texts.back()));
+    ASSERT_NE(views.back().data(), texts.back().data());
+  }
+  for (std::size_t i = 0; i < texts.size(); ++i) ASSERT_EQ(views[i], texts[i]) << i;
+}
+
+struct TestKeys {
+  const std::vector<std::string>* keys;
+  std::string_view Of(std::uint32_t i) const { return (*keys)[i]; }
+  std::string_view Of(std::string_view k) const { return k; }
+};
+struct FewBuckets : TestKeys {
+  template <typename K>
+  std::size_t operator()(const K& k) const {
+    return Of(k).size() % 4;
+  }
+};
+struct SameKey : TestKeys {
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return Of(a) == Of(b);
+  }
+};
+
+// The set finds each index by its key and nothing else, through collisions (a hash that puts every
+// key in one of four buckets) and growth; keys never inserted are not found.
+TEST(IndexSetTest, FindsEveryIndexByItsKeyThroughCollisionsAndGrowth) {
+  std::vector<std::string> keys;
+  IndexSet<FewBuckets, SameKey> set(FewBuckets{{&keys}}, SameKey{{&keys}});
+  EXPECT_FALSE(set.Find(std::string_view("a")));
+  for (std::uint32_t i = 0; i < 700; ++i) {
+    keys.push_back("k" + std::to_string(i * 7));
+    set.Insert(i);
+  }
+  EXPECT_EQ(set.size(), 700u);
+  for (std::uint32_t i = 0; i < 700; ++i) {
+    ASSERT_EQ(set.Find(std::string_view(keys[i])), std::optional<std::uint32_t>(i)) << keys[i];
+    ASSERT_FALSE(set.Find(std::string_view("k" + std::to_string(i * 7 + 1)))) << i;
+  }
+}
+
+// Each string is found by its exact bytes (not a prefix of it, not a longer one), "" included,
+// strings longer than a one-byte length included, and inserted once.
+TEST(StringSetTest, ContainsExactlyWhatWasInserted) {
+  StringSet set;
+  std::set<std::string> want;
+  std::mt19937 rng(7);
+  EXPECT_FALSE(set.Contains(""));
+  for (int i = 0; i < 5000; ++i) {
+    std::string q;
+    const int len = static_cast<int>(rng() % 5);
+    for (int k = 0; k < len; ++k) q += static_cast<char>('a' + rng() % 3);
+    if (i % 500 == 0) q = std::string(250 + static_cast<std::size_t>(i / 100), 'a');
+    ASSERT_EQ(set.Contains(q), want.count(q) == 1) << q;
+    ASSERT_EQ(set.Insert(q), want.insert(q).second) << q;
+    ASSERT_TRUE(set.Contains(q)) << q;
+  }
+  EXPECT_EQ(set.size(), want.size());
+  for (const std::string& q : want) EXPECT_TRUE(set.Contains(q)) << q;
+  EXPECT_FALSE(set.Contains("aaaaa"));
+  EXPECT_FALSE(set.Contains(std::string(251, 'a')));
 }
 
 // Names sharing prefixes and repeating characters ("aaa" contains "aa" twice: counted once),
