@@ -133,7 +133,7 @@ Json::Value JobToJson(const JobInfo& job, bool include_records) {
       for (const auto& b : it->second) {
         Json::Value bj(Json::objectValue);
         bj["seq"] = static_cast<Json::Int64>(b.seq);
-        bj["count"] = b.records.size();
+        bj["count"] = static_cast<Json::UInt64>(b.records.size());
         bj["deliveries"] = b.deliveries;
         batches.append(bj);
       }

@@ -330,6 +330,13 @@ std::string_view AgentStatusName(AgentInfo::Status status) noexcept {
   return "unknown";
 }
 
+void RecordTexts::push_back(const Json::Value& record) { texts_.push_back(WriteJson(record)); }
+
+Json::Value RecordTexts::operator[](std::size_t i) const {
+  auto parsed = ParseJson(texts_[i], "a stored record");
+  return parsed.ok() ? std::move(*parsed) : Json::Value();
+}
+
 std::vector<Json::Value> JobInfo::Records() const {
   const std::vector<RecordBatch>* batches = nullptr;
   if (!finishing_lease.empty()) {
@@ -1008,7 +1015,9 @@ HttpResponse FakeControlPlane::Impl::Records(const Caller& caller, const std::st
   if (request->seq < next) {
     RecordBatch& earlier = stream[static_cast<std::size_t>(request->seq)];
     ++earlier.deliveries;
-    if (WriteJson(earlier.records) != WriteJson(request->records)) {
+    RecordTexts again;
+    for (const Json::Value& r : request->records) again.push_back(r);
+    if (earlier.records != again) {
       ViolationLocked(
           caller.agent_id, job_id,
           "records seq " + std::to_string(request->seq) + " sent again with different content");
@@ -1020,7 +1029,18 @@ HttpResponse FakeControlPlane::Impl::Records(const Caller& caller, const std::st
   }
   RecordBatch batch;
   batch.seq = request->seq;
-  batch.records = request->records;
+  for (const Json::Value& r : request->records) {
+    batch.records.push_back(r);
+    const std::string kind = r["kind"].asString();
+    if (kind == "user") {
+      ++batch.users;
+      if (!r["human"].asBool()) ++batch.non_human;
+    } else if (kind == "group") {
+      ++batch.groups;
+    } else if (kind == "credential") {
+      ++batch.credentials;
+    }
+  }
   batch.received_at = clock_.Now();
   stream.push_back(std::move(batch));
   EventLocked("records " + job_id + " seq " + std::to_string(request->seq) + " (" +
@@ -1040,19 +1060,14 @@ void FakeControlPlane::Impl::CheckSyncOutputLocked(JobInfo& job, const std::stri
     std::string concatenated;
     for (const auto& batch : batches != nullptr ? *batches : std::vector<RecordBatch>{}) {
       ++s.pages;
-      for (const auto& r : batch.records) {
-        ++s.records;
-        concatenated += WriteJson(r);
-        const std::string kind = r["kind"].asString();
-        if (kind == "user") {
-          ++s.users;
-          if (!r["human"].asBool()) ++s.non_human;
-        } else if (kind == "group") {
-          ++s.groups;
-        } else if (kind == "credential") {
-          ++s.credentials;
-        }
+      for (std::size_t i = 0; i < batch.records.size(); ++i) {
+        concatenated += batch.records.text(i);
       }
+      s.records += static_cast<std::int64_t>(batch.records.size());
+      s.users += batch.users;
+      s.non_human += batch.non_human;
+      s.groups += batch.groups;
+      s.credentials += batch.credentials;
     }
     s.sha256 = HexSha256(concatenated);
     return s;

@@ -24,6 +24,7 @@
 #include <json/json.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -122,9 +123,46 @@ struct ResultDelivery {
   std::string outcome;  // "accepted", "duplicate", or the error code answered
 };
 
+// The records of one call, each kept as its canonical JSON (WriteJson) and read back as a
+// Json::Value: a sync of a million users kept as Json::Value trees would take gigabytes, and the
+// allocator's time for them would set the pace of a benchmark's sync instead of the agent.
+class RecordTexts {
+ public:
+  void push_back(const Json::Value& record);
+  std::size_t size() const { return texts_.size(); }
+  bool empty() const { return texts_.empty(); }
+  Json::Value operator[](std::size_t i) const;  // parsed again
+  const std::string& text(std::size_t i) const { return texts_[i]; }
+  bool operator==(const RecordTexts&) const = default;
+
+  // Yields each record as a Json::Value (by value).
+  class Iterator {
+   public:
+    using value_type = Json::Value;
+    using difference_type = std::ptrdiff_t;
+    Iterator(const RecordTexts* of, std::size_t at) : of_(of), at_(at) {}
+    Json::Value operator*() const { return (*of_)[at_]; }
+    Iterator& operator++() {
+      ++at_;
+      return *this;
+    }
+    bool operator==(const Iterator& o) const { return at_ == o.at_; }
+
+   private:
+    const RecordTexts* of_;
+    std::size_t at_;
+  };
+  Iterator begin() const { return {this, 0}; }
+  Iterator end() const { return {this, texts_.size()}; }
+
+ private:
+  std::vector<std::string> texts_;
+};
+
 struct RecordBatch {
   std::int64_t seq = 0;
-  Json::Value records;  // array
+  RecordTexts records;
+  std::int64_t users = 0, non_human = 0, groups = 0, credentials = 0;  // by the records' kind
   SysTime received_at;
   int deliveries = 1;  // identical repeats count here
 };
