@@ -8,7 +8,11 @@
 #include <openssl/ssl.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
+#include <system_error>
 
 // GCC says __SANITIZE_ADDRESS__; clang (the sanitizer tree) says __has_feature(address_sanitizer).
 #if defined(__SANITIZE_ADDRESS__)
@@ -81,6 +85,7 @@ void RunScenario(Scenario& s, Order order, std::initializer_list<int> versions) 
   auto softhsm = SoftHsm::Create("provider-test");
   ASSERT_TRUE(softhsm.ok()) << softhsm.status().ToString();
   s.softhsm = std::move(softhsm).value();
+  std::printf("token folder: %s\n", s.softhsm->dir().c_str());
   auto module = Module::Load(std::string(SoftHsm::kModulePath));
   ASSERT_TRUE(module.ok()) << module.status().ToString();
   s.module = std::move(module).value();
@@ -176,6 +181,14 @@ TEST(SoftHsmProvider, ExitWithoutTeardown) {
 #endif
   auto* s = new Scenario;  // deliberately leaked
   RunScenario(*s, Order::kModuleFirst, {TLS1_3_VERSION});
+  // The token's folder (its PIN file, its objects) still goes when the process ends.
+  ASSERT_TRUE(s->softhsm);
+  static std::filesystem::path token_folder;
+  token_folder = s->softhsm->dir();
+  std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(token_folder, ec);
+  });
 }
 
 TEST(SoftHsmProviderExit, ChildProcessesExitCleanly) {
@@ -187,6 +200,15 @@ TEST(SoftHsmProviderExit, ChildProcessesExitCleanly) {
     EXPECT_EQ(r.exit_code, 0) << "the child crashed or failed (-1: killed by a signal)\n"
                               << r.out << r.err;
     EXPECT_NE(r.out.find("[  PASSED  ] 1 test."), std::string::npos) << r.out << r.err;
+    // The child leaves no token folder behind, however it ended.
+    const std::string marker = "token folder: ";
+    if (const auto at = r.out.find(marker); at != std::string::npos) {
+      const std::string folder =
+          r.out.substr(at + marker.size(), r.out.find('\n', at) - at - marker.size());
+      EXPECT_FALSE(std::filesystem::exists(folder)) << folder;
+    } else {
+      ADD_FAILURE() << "the child did not say where its token was\n" << r.out;
+    }
   }
 }
 
