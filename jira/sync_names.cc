@@ -53,8 +53,10 @@ std::string_view StringSet::At(std::uint32_t position) const {
 
 bool StringSet::Insert(std::string_view s) {
   if (Contains(s)) return false;
-  if (s.size() > UINT32_MAX || text_.size() > UINT32_MAX - 5 - s.size())
-    throw std::length_error("StringSet");
+  // Positions are 4 bytes; a string takes at most 5 bytes of length before its own.
+  if (s.size() > UINT32_MAX - 5 || text_.size() > UINT32_MAX - 5 - s.size()) {
+    throw std::length_error("StringSet holds at most 4 GiB");
+  }
   const auto position = static_cast<std::uint32_t>(text_.size());
   if (s.size() < 0xff) {
     text_.push_back(static_cast<char>(s.size()));

@@ -55,7 +55,7 @@ class IndexSet {
     }
   }
 
-  // Adds an index whose key is not in the set yet.
+  // Adds an index (below UINT32_MAX, which marks an empty slot) whose key is not in the set yet.
   void Insert(std::uint32_t index) {
     if (2 * (size_ + 1) > slots_.size()) Grow();
     Place(index);
