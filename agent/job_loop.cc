@@ -226,7 +226,9 @@ JobLoop::JobLoop(JobLoopDeps deps, JobLoopOptions options)
       options_(std::move(options)),
       journal_(*deps_.journal),
       log_(*deps_.log),
-      clock_(*deps_.clock) {}
+      clock_(*deps_.clock) {
+  if (options_.random) result_backoff_ = Backoff(options_.random);
+}
 
 JobLoop::~JobLoop() { Shutdown(milliseconds(0)); }
 
@@ -396,6 +398,8 @@ Status JobLoop::Start() {
     started_ = true;
     state_ = LoopState::kPolling;
     results_pending_ = report.pending_results;
+    // Owed from before: the sender goes through them first, in order.
+    sender_backlog_ = static_cast<std::size_t>(report.pending_results);
     next_prune_ = Steady::now() + options_.prune_interval;
   }
   sender_thread_ = std::thread(&JobLoop::SenderLoop, this);
@@ -489,7 +493,9 @@ void JobLoop::Shutdown(milliseconds grace) {
   if (claim_thread_.joinable()) claim_thread_.join();
   std::vector<std::thread> finished;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // Workers still making a first attempt (bounded by the request timeout).
+    done_cv_.wait(lock, [&] { return posting_.empty(); });
     finished.swap(finished_threads_);
     state_ = LoopState::kStopped;
   }
@@ -856,6 +862,7 @@ void JobLoop::FinishJob(const std::shared_ptr<Running>& job, Result<Json::Value>
     started = job->started_at;
   }
   const SysTime finished = std::max(clock_.Now(), started);
+  std::optional<PendingResult> first_attempt;  // this worker posts the result itself
   std::string word;
   std::string error_code;
   std::string message;
@@ -902,12 +909,26 @@ void JobLoop::FinishJob(const std::shared_ptr<Running>& job, Result<Json::Value>
     error_code = r.outcome == JobResult::Outcome::kSucceeded ? "" : r.error.code;
     message = r.error.message;
     word = OutcomeWord(r.outcome);
+    {
+      // Claimed before the journal holds the result, so that the sender never picks it up.
+      std::lock_guard lock(mu_);
+      if (!results_failing_ && sender_backlog_ == 0 && !stop_sender_) {
+        posting_.insert(job->job_id);
+        first_attempt.emplace();
+      }
+    }
     auto seq = journal_.RecordFinished(job->job_id, r);
     if (!seq.ok()) {
       Log(Severity::kCritical, event::kJobFinished,
           "the result of job " + job->job_id + " could not be journaled (" +
               seq.status().message() + "); it is not sent",
           {{"JOB_ID", job->job_id}});
+      first_attempt.reset();
+    } else if (first_attempt) {
+      first_attempt->seq = *seq;
+      first_attempt->job_id = job->job_id;
+      first_attempt->result = std::move(r);
+      RefreshPendingCount();
     } else {
       WakeSender();
     }
@@ -929,13 +950,34 @@ void JobLoop::FinishJob(const std::shared_ptr<Running>& job, Result<Json::Value>
     auto it = running_.find(job->job_id);
     if (it != running_.end() && it->second == job) running_.erase(it);
     if (progress_.rfind(job->job_id + ":", 0) == 0) progress_.clear();
-    finished_threads_.push_back(std::move(job->thread));
+    if (!first_attempt) finished_threads_.push_back(std::move(job->thread));
   }
   claim_cv_.notify_all();
   done_cv_.notify_all();
   supervisor_cv_.notify_all();
   if (!word.empty() && !recorded && deps_.hooks.job_finished) {
     deps_.hooks.job_finished(job->job_id, job->type, word);
+  }
+  if (first_attempt) {
+    // The slot is free already: the next job may start while this result is in flight.
+    const bool settled = Deliver(*first_attempt) == Delivery::kSettled;
+    bool wake = !settled;
+    {
+      std::lock_guard lock(mu_);
+      posting_.erase(job->job_id);
+      if (settled) settled_.insert(first_attempt->seq);
+      // The sender passed over this job while the attempt was in flight: it looks again (another
+      // row of the same job, a re-delivery's stored result, may have been among what it passed).
+      if (sender_passed_over_) {
+        sender_passed_over_ = false;
+        wake = true;
+      }
+      // Shutdown joins it (after waiting for posting_ to empty) or the supervisor does.
+      finished_threads_.push_back(std::move(job->thread));
+    }
+    if (wake) WakeSender();
+    done_cv_.notify_all();
+    supervisor_cv_.notify_all();
   }
   Changed();
 }
@@ -1089,70 +1131,106 @@ void JobLoop::SupervisorLoop() {
 
 // --- Sender: results, in order ---------------------------------------------------------------
 
+JobLoop::Delivery JobLoop::Deliver(const PendingResult& p) {
+  auto cp = Client();
+  Status s = cp.ok() ? cp->client->PostResult(p.job_id, p.result) : cp.status();
+  const std::string word = OutcomeWord(p.result.outcome);
+  if (s.ok()) {
+    {
+      std::lock_guard lock(mu_);
+      result_backoff_.Reset();
+      results_failing_ = false;
+    }
+    NoteSuccess();
+    journal_.MarkAcknowledged(p.seq).IgnoreError();
+    Log(Severity::kInfo, event::kJobReported,
+        "result of job " + p.job_id + " (" + word + ") acknowledged",
+        {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}, {"STATUS", word}});
+    RefreshPendingCount();
+    return Delivery::kSettled;
+  }
+  const Failure f = ClassifyFailure(s);
+  if (f == Failure::kConflict) {
+    journal_.MarkDropped(p.seq, s.message()).IgnoreError();
+    Log(Severity::kWarning, event::kJobReported,
+        "the control plane does not take the result of job " + p.job_id + " (" + s.message() +
+            "); it is dropped",
+        {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
+    RefreshPendingCount();
+    return Delivery::kSettled;
+  }
+  if (f == Failure::kRequestRejected) {
+    journal_.MarkSetAside(p.seq, s.message()).IgnoreError();
+    Log(Severity::kError, event::kJobReported,
+        "the control plane refused the result of job " + p.job_id + " (" + s.message() +
+            "); it is set aside in the journal and not sent again",
+        {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
+    RefreshPendingCount();
+    return Delivery::kSettled;
+  }
+  {
+    // From now on every result waits for the sender. Concurrent first attempts that fail together
+    // count as one failure: the schedule advances once per outage, not once per job in flight.
+    std::lock_guard lock(mu_);
+    if (!results_failing_ || Steady::now() >= result_retry_at_) {
+      result_retry_at_ = Steady::now() + result_backoff_.NextDelay(s);
+    }
+    results_failing_ = true;
+  }
+  journal_.RecordAttempt(p.seq, s.message()).IgnoreError();
+  NoteFailure(s, "sending results");
+  if (ShouldResetConnections(s) && deps_.reset_connections) deps_.reset_connections();
+  return Delivery::kFailed;
+}
+
 void JobLoop::SenderLoop() {
-  Backoff backoff = options_.random ? Backoff(options_.random) : Backoff();
   std::unique_lock lock(mu_);
   while (!stop_sender_) {
+    if (results_failing_ && Steady::now() < result_retry_at_) {
+      sender_cv_.wait_until(lock, result_retry_at_, [&] { return stop_sender_; });
+      continue;
+    }
     const std::uint64_t generation = outbox_generation_;
+    settled_.clear();  // what workers settled before this read, the read reflects
     lock.unlock();
-    std::optional<milliseconds> delay;
     bool more = false;
+    bool progress = false;
+    bool failed = false;
     auto pending = journal_.Pending(kSendBatch);
     if (!pending.ok()) {
       Log(Severity::kError, event::kJobReported,
           "the job journal cannot be read: " + pending.status().message());
-      delay = milliseconds(5000);
-    } else {
-      more = pending->size() == kSendBatch;
-      for (const PendingResult& p : *pending) {
-        {
-          std::lock_guard l(mu_);
-          if (stop_sender_) break;
-        }
-        auto cp = Client();
-        Status s = cp.ok() ? cp->client->PostResult(p.job_id, p.result) : cp.status();
-        const std::string word = OutcomeWord(p.result.outcome);
-        if (s.ok()) {
-          backoff.Reset();
-          NoteSuccess();
-          journal_.MarkAcknowledged(p.seq).IgnoreError();
-          Log(Severity::kInfo, event::kJobReported,
-              "result of job " + p.job_id + " (" + word + ") acknowledged",
-              {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}, {"STATUS", word}});
-          RefreshPendingCount();
+      lock.lock();
+      sender_cv_.wait_for(lock, milliseconds(5000), [&] { return stop_sender_; });
+      continue;
+    }
+    more = pending->size() == kSendBatch;
+    lock.lock();
+    sender_backlog_ = pending->size();
+    lock.unlock();
+    for (const PendingResult& p : *pending) {
+      {
+        std::lock_guard l(mu_);
+        if (stop_sender_) break;
+        --sender_backlog_;
+        // A worker's first attempt in flight, or settled by it after the read: not ours.
+        if (settled_.contains(p.seq)) continue;
+        if (posting_.contains(p.job_id)) {
+          sender_passed_over_ = true;
           continue;
         }
-        const Failure f = ClassifyFailure(s);
-        if (f == Failure::kConflict) {
-          journal_.MarkDropped(p.seq, s.message()).IgnoreError();
-          Log(Severity::kWarning, event::kJobReported,
-              "the control plane does not take the result of job " + p.job_id + " (" + s.message() +
-                  "); it is dropped",
-              {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
-          RefreshPendingCount();
-          continue;
-        }
-        if (f == Failure::kRequestRejected) {
-          journal_.MarkSetAside(p.seq, s.message()).IgnoreError();
-          Log(Severity::kError, event::kJobReported,
-              "the control plane refused the result of job " + p.job_id + " (" + s.message() +
-                  "); it is set aside in the journal and not sent again",
-              {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
-          RefreshPendingCount();
-          continue;
-        }
-        journal_.RecordAttempt(p.seq, s.message()).IgnoreError();
-        NoteFailure(s, "sending results");
-        if (ShouldResetConnections(s) && deps_.reset_connections) deps_.reset_connections();
-        delay = backoff.NextDelay(s);
+      }
+      progress = true;
+      if (Deliver(p) == Delivery::kFailed) {
+        failed = true;
         break;
       }
     }
     Changed();
     lock.lock();
-    if (delay) {
-      sender_cv_.wait_for(lock, *delay, [&] { return stop_sender_; });
-    } else if (!more) {
+    sender_backlog_ = 0;
+    if (failed) continue;  // the top of the loop waits out the backoff
+    if (!more || !progress) {
       sender_cv_.wait(lock, [&] { return stop_sender_ || outbox_generation_ != generation; });
     }
   }

@@ -17,6 +17,14 @@
 // - sender: posts journaled results in order until each is acknowledged (2xx), dropped (409) or
 //   set aside (400/422).
 //
+// Results: a worker makes the first attempt at its own job's result (after freeing its slot)
+// when nothing is owed: no attempt has failed since the last success and the sender holds no
+// batch. Otherwise, and after any failed attempt, the result is the sender's, which re-sends
+// what is owed strictly in journal order. Every attempt, a worker's or the sender's, goes
+// through one backoff schedule: a failure holds all results until its delay has passed. So
+// results go out concurrently while the control plane answers (one round trip per result no
+// longer caps the agent's throughput) and in order while anything is owed.
+//
 // Each delivery, in order (docs/protocol.md §7):
 //   verify (agent/jws.h) -> if authentic and for us: a job id running here adopts the new lease;
 //   a job id with a stored result gets that result re-sent under the new lease (never run
@@ -63,6 +71,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -152,7 +161,7 @@ struct JobLoopOptions {
   // recording them interrupted (it still joins them afterwards).
   std::chrono::milliseconds shutdown_stop_wait{5'000};
   std::chrono::seconds prune_interval{3600};
-  // Source of randomness for back-off (tests); empty: std::random_device.
+  // Source of randomness for back-off (tests); empty: SharedUniformUnit (base/random.h).
   Backoff::Random random;
 };
 
@@ -197,6 +206,10 @@ class JobLoop {
   void SupervisorLoop();
   void SenderLoop();
   void WakeSender();
+  enum class Delivery { kSettled, kFailed };
+  // One attempt at a journaled result: posts it, records what came of it in the journal and the
+  // log; a failure advances the shared backoff (only the first of concurrent failures does).
+  Delivery Deliver(const PendingResult& result);
   void OnLeaseLost(const std::shared_ptr<Running>& job, const std::string& lease_id,
                    const Status& why);
 
@@ -231,6 +244,14 @@ class JobLoop {
   bool stop_supervisor_ = false;
   bool shut_down_ = false;
   std::uint64_t outbox_generation_ = 0;
+  // Results (see "Results" above).
+  std::set<std::string> posting_;    // job ids whose first attempt a worker is making
+  std::set<std::int64_t> settled_;   // outbox seqs a worker settled since the sender's last read
+  bool sender_passed_over_ = false;  // the sender skipped a job in posting_
+  std::size_t sender_backlog_ = 0;   // results of the sender's current batch not yet attempted
+  bool results_failing_ = false;     // an attempt failed and none succeeded since
+  std::chrono::steady_clock::time_point result_retry_at_{};
+  Backoff result_backoff_;
   LoopState state_ = LoopState::kStarting;
   std::string last_error_;
   std::int64_t results_pending_ = 0;

@@ -259,6 +259,56 @@ TEST_F(FaultMatrixTest, ResultFaultsBackOffAndTheResultLandsOnce) {
   EXPECT_EQ(job->result_deliveries[1].outcome, "duplicate");
 }
 
+TEST_F(FaultMatrixTest, SlowResultAnswersDoNotHoldBackOtherJobsResults) {
+  // Every result is answered 2 s late. Nothing is owed, so each job's worker sends its result as
+  // soon as the job ends: the four results arrive together, not one per slow answer.
+  cp_->fake().QueueFault(Fault(Kind::kDelay, 0, 2000ms), 4, Endpoint::kResult);
+  h_->config.jobs.max_concurrent = 4;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto id = cp_->fake().EnqueueJob(testing::Job(kAddMember));
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  ASSERT_NO_FATAL_FAILURE(StartLoop(0.5));
+  for (const auto& id : ids) ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 30s));
+  const auto arrivals = cp_->fake().Arrivals(Endpoint::kResult);
+  ASSERT_EQ(arrivals.size(), 4u) << "one attempt per result";
+  EXPECT_LT(arrivals.back() - arrivals.front(), 1500ms)
+      << "the results waited for each other's answers: " << Show(Gaps(arrivals));
+}
+
+TEST_F(FaultMatrixTest, WhileAResultIsOwedLaterResultsQueueBehindItInOrder) {
+  // The first job's result fails twice. The jobs that end meanwhile do not try on their own: their
+  // results go out after the owed one, in the order the jobs ended, each in one attempt.
+  cp_->fake().QueueFault(ControlPlaneFault::Status(503), 2, Endpoint::kResult);
+  h_->config.jobs.max_concurrent = 1;
+  ASSERT_NO_FATAL_FAILURE(StartLoop(0.5));
+  std::vector<std::string> ids;
+  auto first = cp_->fake().EnqueueJob(testing::Job(kAddMember));
+  ASSERT_TRUE(first.ok());
+  ids.push_back(*first);
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return !h_->loop->Snapshot().last_error.empty(); },
+                                    "the first attempt failed"));
+  for (int i = 0; i < 2; ++i) {
+    auto id = cp_->fake().EnqueueJob(testing::Job(kAddMember));
+    ASSERT_TRUE(id.ok());
+    ASSERT_TRUE(cp_->fake().WaitUntil([&] { return spy_->starts(*id) == 1; }, "ran", 30s));
+    ids.push_back(*id);
+  }
+  for (const auto& id : ids) ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 30s));
+  EXPECT_EQ(cp_->fake().Arrivals(Endpoint::kResult).size(), 5u)
+      << "two failed attempts for the first result, one for each of the three";
+  std::vector<SysTime> accepted;
+  for (const auto& id : ids) {
+    const auto job = cp_->fake().Job(id);
+    ASSERT_EQ(job->result_deliveries.size(), 1u) << id;
+    accepted.push_back(job->result_deliveries[0].received_at);
+  }
+  EXPECT_LE(accepted[0], accepted[1]);
+  EXPECT_LE(accepted[1], accepted[2]);
+}
+
 TEST_F(FaultMatrixTest, LeaseExtensionFaultsDoNotStopTheJob) {
   auto slow = std::make_shared<SpyExecutor>([](JobContext& job) -> Result<Json::Value> {
     for (int i = 0; i < 50 && !job.stop.stop_requested(); ++i) std::this_thread::sleep_for(100ms);
