@@ -1,9 +1,9 @@
 #include "agent/backoff.h"
 
 #include <algorithm>
-#include <memory>
 
 #include "agent/control_plane.h"
+#include "base/random.h"
 
 namespace cakewalk::agent {
 
@@ -31,10 +31,7 @@ bool ShouldResetConnections(const Status& status) {
   return true;
 }
 
-Backoff::Backoff() {
-  auto engine = std::make_shared<std::mt19937_64>(std::random_device{}());
-  random_ = [engine] { return std::uniform_real_distribution<double>(0.0, 1.0)(*engine); };
-}
+Backoff::Backoff() : random_(SharedUniformUnit) {}
 
 Backoff::Backoff(Random random) : random_(std::move(random)) {}
 

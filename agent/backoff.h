@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <random>
 
 #include "base/status.h"
 
@@ -50,7 +49,7 @@ class Backoff {
   // Returns a uniformly distributed value in [0, 1). Tests pass a fixed sequence.
   using Random = std::function<double()>;
 
-  Backoff();  // seeded from std::random_device
+  Backoff();  // draws from SharedUniformUnit (base/random.h)
   explicit Backoff(Random random);
 
   // The wait before the next attempt after `failure`, and advances the schedule.

@@ -2,8 +2,8 @@
 
 #include <condition_variable>
 #include <mutex>
-#include <random>
 
+#include "base/random.h"
 #include "base/time.h"
 #include "jira/errors.h"
 
@@ -69,13 +69,6 @@ std::optional<std::chrono::milliseconds> ServerRetryHint(const http::Response& r
   return std::nullopt;
 }
 
-RandomUnit DefaultRandom() {
-  auto engine = std::make_shared<std::mt19937_64>(std::random_device{}());
-  auto mu = std::make_shared<std::mutex>();
-  return [engine, mu] {
-    std::lock_guard lock(*mu);
-    return std::uniform_real_distribution<double>(0.0, 1.0)(*engine);
-  };
-}
+RandomUnit DefaultRandom() { return SharedUniformUnit; }
 
 }  // namespace cakewalk::jira
