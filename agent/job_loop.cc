@@ -125,6 +125,7 @@ struct JobLoop::Running {
   bool restart = false;
   bool result_recorded = false;  // the timeout failure was reported without the executor
   bool extending = false;
+  SysTime claimed_at;  // when the delivery arrived (for the journal)
   Backoff extend_backoff;
   Steady::time_point last_progress{};
   std::thread thread;
@@ -703,13 +704,8 @@ bool JobLoop::HandleDelivery(const ClaimedJob& d) {
       return false;
     }
   }
-  if (Status s = journal_.RecordStart(info, claims.type, claims.connection); !s.ok()) {
-    Log(Severity::kError, event::kJobReceived,
-        "the job journal cannot record job " + info.job_id + " (" + s.message() +
-            "); it is not started",
-        {{"JOB_ID", info.job_id}});
-    return false;
-  }
+  // The worker journals the start (durably) before it runs the executor: the claim thread goes
+  // back to the control plane without waiting for the disk.
   StartWorker(info, claims, executor, std::move(config));
   return true;
 }
@@ -759,6 +755,7 @@ void JobLoop::StartWorker(const DeliveryInfo& info, const JobClaims& claims, Exe
   {
     std::lock_guard lock(mu_);
     job->started_at = clock_.Now();
+    job->claimed_at = info.claimed_at;
     job->lease_id = info.lease_id;
     job->lease_expires_at = info.lease_expires_at;
     const auto remaining = info.lease_expires_at - clock_.Now();
@@ -775,6 +772,28 @@ void JobLoop::StartWorker(const DeliveryInfo& info, const JobClaims& claims, Exe
 }
 
 void JobLoop::Worker(std::shared_ptr<Running> job) {
+  DeliveryInfo info;
+  {
+    std::lock_guard lock(mu_);
+    info = DeliveryInfo{job->job_id, job->lease_id, job->lease_expires_at, job->claimed_at};
+  }
+  if (Status s = journal_.RecordStart(info, job->type, job->connection->name); !s.ok()) {
+    Log(Severity::kError, event::kJobReceived,
+        "the job journal cannot record job " + job->job_id + " (" + s.message() +
+            "); it is not started and its lease will run out",
+        {{"JOB_ID", job->job_id}});
+    {
+      std::lock_guard lock(mu_);
+      auto it = running_.find(job->job_id);
+      if (it != running_.end() && it->second == job) running_.erase(it);
+      finished_threads_.push_back(std::move(job->thread));
+    }
+    claim_cv_.notify_all();
+    done_cv_.notify_all();
+    supervisor_cv_.notify_all();
+    Changed();
+    return;
+  }
   Result<Json::Value> outcome = Json::Value(Json::objectValue);
   while (true) {
     std::string lease;

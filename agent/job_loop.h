@@ -28,8 +28,9 @@
 // Each delivery, in order (docs/protocol.md §7):
 //   verify (agent/jws.h) -> if authentic and for us: a job id running here adopts the new lease;
 //   a job id with a stored result gets that result re-sent under the new lease (never run
-//   again) -> reject (journal + `rejected` result) on any failed check -> local policy ->
-//   journal "claimed, verified, running" (durable) -> start the executor.
+//   again) -> reject (journal + `rejected` result) on any failed check -> local policy -> a
+//   worker, which journals "claimed, verified, running" (durable) and then starts the executor
+//   (the claim thread does not wait for the disk).
 //
 // Decisions documented here:
 // - Lease lost (409 from a lease extension or a records call): the job's stop token is requested
