@@ -19,6 +19,7 @@
 // every request that much later (a loaded Jira), to show how the agent's fixed costs per job
 // weigh against a slower server; that figure carries no target.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -44,6 +45,7 @@
 #include "tests/fakes/jira/fake_jira.h"
 #include "tests/fakes/jira/served_jira.h"
 #include "tests/support/pki.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
 #include "tests/systemd/process.h"
 
@@ -205,6 +207,7 @@ class Replayer {
 // One replay of the recorded requests.
 struct FloorRun {
   double seconds = 0;
+  double cpu_seconds = 0;         // of this process (the replaying client and the fake Jira)
   std::uint64_t connections = 0;  // TLS connections the site accepted
   int skipped_logins = 0;
 };
@@ -271,12 +274,19 @@ int main(int argc, char** argv) {
 
   const std::uint64_t connections_before = site_a.connections();
   std::vector<std::string> ids;
+  const std::size_t finished_before = (*cp)->fake().FinishedJobs();
+  const double agent_cpu_before = ProcCpuSeconds(agent.pid());
+  const double fakes_cpu_before = ProcCpuSeconds(0);
   const auto t0 = Steady::now();
   for (int i = 1; i <= jobs; ++i) ids.push_back(run_job(i));
-  for (const std::string& id : ids) {
-    if (!(*cp)->fake().WaitForJobState(id, JobState::kFinished, 600s)) Die("job " + id);
+  if (!(*cp)->fake().WaitUntil(
+          [&] { return (*cp)->fake().FinishedJobs() >= finished_before + ids.size(); },
+          "every job finished", 600s)) {
+    Die("not every job finished");
   }
   const double agent_s = std::chrono::duration<double>(Steady::now() - t0).count();
+  const double agent_cpu = ProcCpuSeconds(agent.pid()) - agent_cpu_before;
+  const double fakes_cpu = ProcCpuSeconds(0) - fakes_cpu_before;
   site_a.Record(false);
   const std::uint64_t agent_connections = site_a.connections() - connections_before;
   for (const std::string& id : ids) check(id);
@@ -403,6 +413,7 @@ int main(int argc, char** argv) {
     std::mutex mismatch_mu;
     std::string first_mismatch;
     const std::uint64_t floor_connections_before = site_b.connections();
+    const double cpu_before = ProcCpuSeconds(0);
     const auto f0 = Steady::now();
     std::vector<std::thread> threads;
     for (int t = 0; t < concurrency; ++t) {
@@ -427,12 +438,13 @@ int main(int argc, char** argv) {
     }
     for (auto& t : threads) t.join();
     const double floor_s = std::chrono::duration<double>(Steady::now() - f0).count();
+    const double floor_cpu = ProcCpuSeconds(0) - cpu_before;
     const std::uint64_t floor_connections = site_b.connections() - floor_connections_before;
     if (mismatches > 0) {
       Die(std::to_string(mismatches.load()) +
           " replayed requests answered differently, first: " + first_mismatch);
     }
-    return FloorRun{floor_s, floor_connections, skipped_logins};
+    return FloorRun{floor_s, floor_cpu, floor_connections, skipped_logins};
   };
   const FloorRun kept_alive = run_floor();
   const double floor_s = kept_alive.seconds;
@@ -464,6 +476,17 @@ int main(int argc, char** argv) {
       broken_down, before_ms, jira_ms, after_ms);
   std::printf("  floor: %.2f ms of requests per job and lane\n",
               floor_s * 1000.0 * concurrency / jobs);
+  // Both sides share this machine's cores with the fakes: when they are busy, the ratio is bounded
+  // by the CPU each side spends per job.
+  const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  const double agent_path_cpu_ms = (agent_cpu + fakes_cpu) * 1000.0 / jobs;
+  const double floor_cpu_ms = kept_alive.cpu_seconds * 1000.0 / jobs;
+  std::printf(
+      "  CPU per job: agent path %.2f ms (agent %.2f, fakes %.2f), floor %.2f ms (client and fake "
+      "Jira); %ld cores busy %.0f%% and %.0f%% of the time\n",
+      agent_path_cpu_ms, agent_cpu * 1000.0 / jobs, fakes_cpu * 1000.0 / jobs, floor_cpu_ms, cores,
+      100.0 * (agent_cpu + fakes_cpu) / (agent_s * static_cast<double>(cores)),
+      100.0 * kept_alive.cpu_seconds / (floor_s * static_cast<double>(cores)));
 
   bench::Figure f;
   f.section = "provision";
@@ -481,11 +504,12 @@ int main(int argc, char** argv) {
     f.target = "ratio >= 0.8";
     f.met = ratio >= 0.8;
   }
-  char breakdown[200];
+  char breakdown[256];
   std::snprintf(breakdown, sizeof breakdown,
                 "; an agent job: %.1f ms to the first Jira request, %.1f ms of Jira requests "
-                "(floor %.1f), %.1f ms to the result",
-                before_ms, jira_ms, floor_s * 1000.0 * concurrency / jobs, after_ms);
+                "(floor %.1f), %.1f ms to the result; CPU per job %.2f ms (floor %.2f)",
+                before_ms, jira_ms, floor_s * 1000.0 * concurrency / jobs, after_ms,
+                agent_path_cpu_ms, floor_cpu_ms);
   f.note = std::to_string(jobs) + " provision jobs, " + std::to_string(concurrency) +
            " in flight, " + std::to_string(measured.size()) +
            " Jira requests; TLS connections: " + "agent " + std::to_string(agent_connections) +

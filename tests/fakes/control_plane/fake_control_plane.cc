@@ -397,6 +397,10 @@ class FakeControlPlane::Impl {
 
   std::vector<JobInfo> Jobs() const;
   std::optional<JobInfo> Job(std::string_view id) const;
+  std::size_t FinishedJobs() const {
+    std::lock_guard lock(mu_);
+    return finished_jobs_;
+  }
   std::vector<AgentInfo> Agents() const;
   std::optional<AgentInfo> Agent(std::string_view id) const;
   std::vector<HeartbeatInfo> Heartbeats() const;
@@ -411,6 +415,11 @@ class FakeControlPlane::Impl {
     std::string agent_id;
     std::string key_sha256;
     SysTime not_after;  // of the presented certificate
+  };
+  // What a client certificate says, once its signature checked out (see Authenticate).
+  struct CheckedCertificate {
+    Caller caller;
+    SysTime not_before;
   };
   struct TokenEntry {
     Sha256 hash;
@@ -477,14 +486,18 @@ class FakeControlPlane::Impl {
   std::map<std::string, AgentInfo, std::less<>> agents_;  // GUARDED_BY(mu_)
   std::map<std::string, std::string> key_owner_;          // GUARDED_BY(mu_) SPKI hash -> agent id
   std::deque<JobInfo> jobs_;                              // GUARDED_BY(mu_) in enqueue order
-  std::uint64_t next_job_ = 1;                            // GUARDED_BY(mu_)
-  std::uint64_t next_lease_ = 1;                          // GUARDED_BY(mu_)
-  std::uint64_t next_agent_ = 1;                          // GUARDED_BY(mu_)
-  std::deque<QueuedFault> faults_;                        // GUARDED_BY(mu_)
-  std::vector<std::string> forbidden_;                    // GUARDED_BY(mu_) originals
-  std::vector<HeartbeatInfo> heartbeats_;                 // GUARDED_BY(mu_)
-  std::vector<RequestInfo> requests_;                     // GUARDED_BY(mu_)
-  std::vector<Violation> violations_;                     // GUARDED_BY(mu_)
+  std::size_t finished_jobs_ = 0;                         // GUARDED_BY(mu_)
+  // Client certificates already parsed and verified, by their DER (a real server checks the
+  // certificate once per TLS handshake; this fake sees it with every request).
+  std::map<std::string, CheckedCertificate, std::less<>> checked_certificates_;  // GUARDED_BY(mu_)
+  std::uint64_t next_job_ = 1;                                                   // GUARDED_BY(mu_)
+  std::uint64_t next_lease_ = 1;                                                 // GUARDED_BY(mu_)
+  std::uint64_t next_agent_ = 1;                                                 // GUARDED_BY(mu_)
+  std::deque<QueuedFault> faults_;                                               // GUARDED_BY(mu_)
+  std::vector<std::string> forbidden_;     // GUARDED_BY(mu_) originals
+  std::vector<HeartbeatInfo> heartbeats_;  // GUARDED_BY(mu_)
+  std::vector<RequestInfo> requests_;      // GUARDED_BY(mu_)
+  std::vector<Violation> violations_;      // GUARDED_BY(mu_)
 };
 
 // --- Request entry point ------------------------------------------------------------------------
@@ -637,28 +650,44 @@ Result<FakeControlPlane::Impl::Caller> FakeControlPlane::Impl::Authenticate(cons
   if (req.client_cert_der.empty()) {
     return deny(401, "certificate_required", "this endpoint needs the agent's client certificate");
   }
-  const auto* p = reinterpret_cast<const unsigned char*>(req.client_cert_der.data());
-  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(req.client_cert_der.size())));
-  if (cert == nullptr) return deny(401, "certificate_invalid", "unreadable client certificate");
-  if (X509_verify(cert.get(), ca_key_.get()) != 1) {
-    return deny(401, "certificate_invalid", "the client certificate was not issued to an agent");
+  std::optional<CheckedCertificate> checked;
+  {
+    std::lock_guard lock(mu_);
+    auto known = checked_certificates_.find(req.client_cert_der);
+    if (known != checked_certificates_.end()) checked = known->second;
   }
-  if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0 ||
-      X509_cmp_current_time(X509_get0_notBefore(cert.get())) >= 0) {
+  if (!checked) {
+    const auto* p = reinterpret_cast<const unsigned char*>(req.client_cert_der.data());
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(req.client_cert_der.size())));
+    if (cert == nullptr) return deny(401, "certificate_invalid", "unreadable client certificate");
+    if (X509_verify(cert.get(), ca_key_.get()) != 1) {
+      return deny(401, "certificate_invalid", "the client certificate was not issued to an agent");
+    }
+    X509_NAME* subject = X509_get_subject_name(cert.get());
+    const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (idx < 0) return deny(401, "certificate_invalid", "the client certificate has no CN");
+    const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+    std::tm not_after{};
+    std::tm not_before{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &not_after) != 1 ||
+        ASN1_TIME_to_tm(X509_get0_notBefore(cert.get()), &not_before) != 1) {
+      return deny(401, "certificate_invalid", "the client certificate's validity is unreadable");
+    }
+    checked.emplace();
+    checked->caller.agent_id = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
+                                           static_cast<std::size_t>(ASN1_STRING_length(cn)));
+    checked->caller.key_sha256 = SpkiHash(X509_get0_pubkey(cert.get()));
+    checked->caller.not_after = std::chrono::system_clock::from_time_t(timegm(&not_after));
+    checked->not_before = std::chrono::system_clock::from_time_t(timegm(&not_before));
+    std::lock_guard lock(mu_);
+    checked_certificates_.emplace(req.client_cert_der, *checked);
+  }
+  // Validity by the real clock, as the TLS layer would judge it.
+  const SysTime now = std::chrono::system_clock::now();
+  if (now >= checked->caller.not_after || now < checked->not_before) {
     return deny(401, "certificate_expired", "the client certificate is not valid now");
   }
-  X509_NAME* subject = X509_get_subject_name(cert.get());
-  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
-  if (idx < 0) return deny(401, "certificate_invalid", "the client certificate has no CN");
-  const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-  Caller caller;
-  caller.agent_id = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
-                                static_cast<std::size_t>(ASN1_STRING_length(cn)));
-  caller.key_sha256 = SpkiHash(X509_get0_pubkey(cert.get()));
-  std::tm not_after{};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &not_after) == 1) {
-    caller.not_after = std::chrono::system_clock::from_time_t(timegm(&not_after));
-  }
+  Caller caller = checked->caller;
 
   std::lock_guard lock(mu_);
   auto it = agents_.find(caller.agent_id);
@@ -1178,6 +1207,7 @@ HttpResponse FakeControlPlane::Impl::PostResult(const Caller& caller, const std:
   }
   lease->end = LeaseInfo::End::kFinished;
   job->state = JobState::kFinished;
+  ++finished_jobs_;
   job->result = body;
   job->finished_by = caller.agent_id;
   job->finishing_lease = lease->lease_id;
@@ -1566,6 +1596,7 @@ std::vector<JobInfo> FakeControlPlane::Jobs() const { return impl_->Jobs(); }
 std::optional<JobInfo> FakeControlPlane::Job(std::string_view job_id) const {
   return impl_->Job(job_id);
 }
+std::size_t FakeControlPlane::FinishedJobs() const { return impl_->FinishedJobs(); }
 std::vector<AgentInfo> FakeControlPlane::Agents() const { return impl_->Agents(); }
 std::optional<AgentInfo> FakeControlPlane::Agent(std::string_view agent_id) const {
   return impl_->Agent(agent_id);

@@ -308,6 +308,9 @@ class FakeControlPlane {
   std::vector<JobInfo> Jobs() const;
   // The entry with this id (the original, not a replay), if any.
   std::optional<JobInfo> Job(std::string_view job_id) const;
+  // How many jobs have finished (a result accepted), without copying any: for waiting on many jobs
+  // (a wait wakes at every request, and copying the jobs at each wake competes with the agent).
+  std::size_t FinishedJobs() const;
   std::vector<AgentInfo> Agents() const;
   std::optional<AgentInfo> Agent(std::string_view agent_id) const;
   std::vector<HeartbeatInfo> Heartbeats() const;
