@@ -1247,7 +1247,8 @@ void JobLoop::SenderLoop() {
     }
     Changed();
     lock.lock();
-    sender_backlog_ = 0;
+    // More than one batch owed: fresh results keep queueing behind them until the last batch.
+    sender_backlog_ = more ? 1 : 0;
     if (failed) continue;  // the top of the loop waits out the backoff
     if (!more || !progress) {
       sender_cv_.wait(lock, [&] { return stop_sender_ || outbox_generation_ != generation; });
