@@ -1169,20 +1169,19 @@ JobLoop::Delivery JobLoop::Deliver(const PendingResult& p) {
     return Delivery::kSettled;
   }
   const Failure f = ClassifyFailure(s);
-  if (f == Failure::kConflict) {
-    journal_.MarkDropped(p.seq, s.message()).IgnoreError();
-    Log(Severity::kWarning, event::kJobReported,
-        "the control plane does not take the result of job " + p.job_id + " (" + s.message() +
-            "); it is dropped",
-        {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
-    RefreshPendingCount();
-    return Delivery::kSettled;
-  }
-  if (f == Failure::kRequestRejected) {
-    journal_.MarkSetAside(p.seq, s.message()).IgnoreError();
-    Log(Severity::kError, event::kJobReported,
-        "the control plane refused the result of job " + p.job_id + " (" + s.message() +
-            "); it is set aside in the journal and not sent again",
+  if (f == Failure::kConflict || f == Failure::kRequestRejected) {
+    // Settled without being taken: 409, the control plane will not take it (dropped); 400/422,
+    // it can never succeed (set aside in the journal for the operator).
+    const bool conflict = f == Failure::kConflict;
+    (conflict ? journal_.MarkDropped(p.seq, s.message())
+              : journal_.MarkSetAside(p.seq, s.message()))
+        .IgnoreError();
+    Log(conflict ? Severity::kWarning : Severity::kError, event::kJobReported,
+        (conflict ? "the control plane does not take the result of job "
+                  : "the control plane refused the result of job ") +
+            p.job_id + " (" + s.message() +
+            (conflict ? "); it is dropped"
+                      : "); it is set aside in the journal and not sent again"),
         {{"JOB_ID", p.job_id}, {"LEASE_ID", p.result.lease_id}});
     RefreshPendingCount();
     return Delivery::kSettled;
