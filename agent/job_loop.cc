@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <stop_token>
+#include <utility>
 
 #include "agent/heartbeat.h"
 #include "base/json.h"
@@ -942,7 +943,19 @@ void JobLoop::FinishJob(const std::shared_ptr<Running>& job, Result<Json::Value>
           "the result of job " + job->job_id + " could not be journaled (" +
               seq.status().message() + "); it is not sent",
           {{"JOB_ID", job->job_id}});
-      first_attempt.reset();
+      if (first_attempt) {
+        // Nothing to attempt: give up the claim, or Shutdown would wait for it forever and the
+        // sender would keep passing over this job's rows.
+        first_attempt.reset();
+        bool passed_over = false;
+        {
+          std::lock_guard lock(mu_);
+          posting_.erase(job->job_id);
+          passed_over = std::exchange(sender_passed_over_, false);
+        }
+        if (passed_over) WakeSender();
+        done_cv_.notify_all();
+      }
     } else if (first_attempt) {
       first_attempt->seq = *seq;
       first_attempt->job_id = job->job_id;

@@ -11,6 +11,7 @@
 #include "agent/heartbeat.h"
 #include "base/encoding.h"
 #include "base/json.h"
+#include "tests/agent/journal_vfs.h"
 #include "tests/agent/loop_harness.h"
 #include "tests/support/canary.h"
 
@@ -212,6 +213,89 @@ TEST_F(JobLoopTest, LostLeaseStopsTheJobAndReportsNothing) {
   auto states = HistoryStates(id);
   EXPECT_NE(std::find(states.begin(), states.end(), "dropped"), states.end());
   EXPECT_FALSE(h_->log.WithId(event::kLeaseLost).empty());
+}
+
+// The loop over a journal on a disk that can fill up. The VFS is registered before the loop opens
+// the journal and outlives it: TearDown closes the journal, with writes working again.
+class JobLoopFullDiskTest : public JobLoopTest {
+ protected:
+  void TearDown() override {
+    vfs_.FailWrites(false);
+    JobLoopTest::TearDown();
+  }
+  testing::JournalVfs vfs_;
+};
+
+TEST_F(JobLoopFullDiskTest, AJobWhoseStartCannotBeJournaledIsNotRunUntilItIsDeliveredAgain) {
+  auto spy = Register(kAddMember, testing::Succeed(testing::AddMemberOutput("alice")));
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
+  vfs_.FailWrites(true);  // the disk under the state directory is full
+  const std::string id = Enqueue(testing::Job(kAddMember));
+  auto refused = [&] {
+    for (const auto& e : h_->log.WithId(event::kJobReceived)) {
+      if (e.severity == Severity::kError && e.Field("JOB_ID") == id) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(cp_->fake().WaitUntil(refused, "the journal's refusal logged"));
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return h_->loop->Snapshot().jobs_running == 0; },
+                                    "the job's slot freed"));
+  EXPECT_EQ(spy->starts(id), 0) << "a job that is not journaled must not act";
+  EXPECT_FALSE(StateOf(id).has_value());
+  EXPECT_EQ(ResultPosts(id), 0);
+  EXPECT_GT(vfs_.failed_writes(), 0);
+
+  // Space again: once its lease runs out the job comes back and runs, once.
+  vfs_.FailWrites(false);
+  ASSERT_TRUE(cp_->fake().ExpireLease(id).ok());
+  ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
+  EXPECT_EQ(spy->starts(id), 1);
+  auto job = cp_->fake().Job(id);
+  ASSERT_EQ(job->leases.size(), 2u);
+  EXPECT_EQ(job->result["status"].asString(), "succeeded");
+  for (const auto& d : job->result_deliveries) EXPECT_EQ(d.lease_id, job->leases[1].lease_id);
+  EXPECT_EQ(Entry(id).runs, 1);
+}
+
+TEST_F(JobLoopFullDiskTest, AResultThatCannotBeJournaledIsNotSentAndTheLoopStillStops) {
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<int> runs{0};
+  auto spy = Register(kAddMember, [&](JobContext& job) -> Result<Json::Value> {
+    if (++runs == 1) return testing::BlockUntil(release, testing::AddMemberOutput("first"))(job);
+    return testing::AddMemberOutput("second");
+  });
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
+  const std::string id = Enqueue(testing::Job(kAddMember));
+  ASSERT_TRUE(spy->WaitForStarts(1));
+  vfs_.FailWrites(true);  // the disk fills while the job runs
+  *release = true;
+  auto lost = [&] {
+    for (const auto& e : h_->log.WithId(event::kJobFinished)) {
+      if (e.severity == Severity::kCritical && e.Field("JOB_ID") == id) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(cp_->fake().WaitUntil(lost, "the lost result logged"));
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return h_->loop->Snapshot().jobs_running == 0; },
+                                    "the job's slot freed"));
+  EXPECT_EQ(ResultPosts(id), 0) << "a result the journal does not hold is never sent";
+
+  // Nothing waits on the lost result: the loop stops at once.
+  vfs_.FailWrites(false);
+  const auto stopping = std::chrono::steady_clock::now();
+  h_->StopLoop();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 5s);
+
+  // Started again, with space: the job comes back when its lease runs out, runs again (it is
+  // idempotent) and its second result lands. (The stopped loop's long poll first ends on the
+  // server, or it would take the job into a connection nobody reads.)
+  ASSERT_TRUE(cp_->fake().WaitUntil([&] { return cp_->fake().waiting_claims() == 0; },
+                                    "the cancelled long poll ended"));
+  ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
+  ASSERT_TRUE(cp_->fake().ExpireLease(id).ok());
+  ASSERT_TRUE(cp_->fake().WaitForJobState(id, JobState::kFinished, 20s));
+  EXPECT_EQ(spy->starts(id), 2);
+  EXPECT_EQ(AcceptedResult(id)["output"]["user"]["id"].asString(), "second");
 }
 
 TEST_F(JobLoopTest, TimeoutStopsTheJobAndReportsARetryableFailure) {

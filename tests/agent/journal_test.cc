@@ -7,12 +7,11 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
-#include <atomic>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "base/json.h"
+#include "tests/agent/journal_vfs.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/temp_dir.h"
 
@@ -99,103 +98,69 @@ TEST_F(JournalTest, WalFullSynchronousAndBusyTimeout) {
   EXPECT_FALSE(journal_->Pragma("writable_schema").ok());
 }
 
-// Counts the disk syncs SQLite asks for: a VFS made the default one that is the default VFS with
-// each file's xSync counted (the journal opens its file through the default VFS).
-class SyncCountingVfs {
- public:
-  SyncCountingVfs() {
-    base_ = sqlite3_vfs_find(nullptr);
-    vfs_ = *base_;
-    vfs_.zName = "cakewalk_sync_counting";
-    vfs_.pNext = nullptr;
-    vfs_.xOpen = &SyncCountingVfs::Open;
-    self_ = this;
-    EXPECT_EQ(sqlite3_vfs_register(&vfs_, 1), SQLITE_OK);
+// The journal opened through a VFS that counts syncs and can fail writes. The VFS is registered
+// before SetUp opens the journal and outlives it: TearDown closes the journal.
+class JournalOnVfsTest : public JournalTest {
+ protected:
+  void TearDown() override {
+    vfs.FailWrites(false);
+    journal_.reset();
   }
-  ~SyncCountingVfs() {
-    sqlite3_vfs_unregister(&vfs_);
-    self_ = nullptr;
-  }
-  SyncCountingVfs(const SyncCountingVfs&) = delete;
-  SyncCountingVfs& operator=(const SyncCountingVfs&) = delete;
-
-  // Syncs since the last call.
-  int Take() { return syncs_.exchange(0); }
-
- private:
-  // The unix VFS has several method tables (by locking style); each gets a counting copy.
-  struct Methods {
-    const sqlite3_io_methods* real = nullptr;
-    sqlite3_io_methods counting{};
-  };
-
-  static int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags,
-                  int* out_flags) {
-    SyncCountingVfs& me = *self_;
-    const int rc = me.base_->xOpen(me.base_, name, file, flags, out_flags);
-    if (rc == SQLITE_OK && file->pMethods != nullptr) {
-      std::lock_guard lock(me.mu_);
-      Methods* found = nullptr;
-      for (auto& m : me.methods_) {
-        if (m->real == file->pMethods) found = m.get();
-      }
-      if (found == nullptr) {
-        found = me.methods_.emplace_back(std::make_unique<Methods>()).get();
-        found->real = file->pMethods;
-        found->counting = *file->pMethods;
-        found->counting.xSync = &SyncCountingVfs::Sync;
-      }
-      file->pMethods = &found->counting;
-    }
-    return rc;
-  }
-  static int Sync(sqlite3_file* file, int flags) {
-    SyncCountingVfs& me = *self_;
-    ++me.syncs_;
-    const sqlite3_io_methods* real = nullptr;
-    {
-      std::lock_guard lock(me.mu_);
-      for (auto& m : me.methods_) {
-        if (&m->counting == file->pMethods) real = m->real;
-      }
-    }
-    return real != nullptr ? real->xSync(file, flags) : SQLITE_IOERR_FSYNC;
-  }
-
-  static inline SyncCountingVfs* self_ = nullptr;
-  sqlite3_vfs* base_ = nullptr;
-  sqlite3_vfs vfs_{};
-  std::mutex mu_;
-  std::vector<std::unique_ptr<Methods>> methods_;
-  std::atomic<int> syncs_{0};
+  testing::JournalVfs vfs;
 };
 
-TEST_F(JournalTest, RecordsBeforeActingAreSyncedSettlingAResultIsNot) {
-  SyncCountingVfs counter;
-  Reopen();  // through the counting VFS
-  counter.Take();
+TEST_F(JournalOnVfsTest, RecordsBeforeActingAreSyncedSettlingAResultIsNot) {
+  vfs.TakeSyncs();
   // Before the job runs and before its result is sent: on disk when the call returns.
   ASSERT_TRUE(journal_->RecordStart(Delivery("job_1", "lease_1"), "t", "c").ok());
-  EXPECT_GE(counter.Take(), 1);
+  EXPECT_GE(vfs.TakeSyncs(), 1);
   auto seq = journal_->RecordFinished("job_1", Succeeded("lease_1"));
   ASSERT_TRUE(seq.ok()) << seq.status().ToString();
-  EXPECT_GE(counter.Take(), 1);
+  EXPECT_GE(vfs.TakeSyncs(), 1);
   // Settling a result the control plane has: no wait for the disk (a lost commit only means the
   // result is sent again, which the control plane answers the same way).
   ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 503").ok());
   ASSERT_TRUE(journal_->MarkAcknowledged(*seq).ok());
-  EXPECT_EQ(counter.Take(), 0);
+  EXPECT_EQ(vfs.TakeSyncs(), 0);
   // ... and the connection is back to synchronous=FULL for what follows.
   EXPECT_EQ(journal_->Pragma("synchronous").value(), "2");
   ASSERT_TRUE(journal_->RecordStart(Delivery("job_2", "lease_2"), "t", "c").ok());
-  EXPECT_GE(counter.Take(), 1);
+  EXPECT_GE(vfs.TakeSyncs(), 1);
   ASSERT_TRUE(journal_->RecordDropped("job_2", "lease lost").ok());
-  EXPECT_GE(counter.Take(), 1);
-  journal_.reset();  // closed before the VFS goes away
+  EXPECT_GE(vfs.TakeSyncs(), 1);
   Reopen();
   EXPECT_EQ(Entry("job_1").state, JournalState::kReported);
   EXPECT_EQ(Entry("job_2").state, JournalState::kDropped);
-  journal_.reset();
+}
+
+TEST_F(JournalOnVfsTest, AFullDiskFailsTheRecordAndLosesNothing) {
+  ASSERT_TRUE(journal_->RecordStart(Delivery("job_1", "lease_1"), "t", "c").ok());
+  auto first = journal_->RecordFinished("job_1", Succeeded("lease_1"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+
+  vfs.FailWrites(true);
+  Status start = journal_->RecordStart(Delivery("job_2", "lease_2"), "t", "c");
+  EXPECT_FALSE(start.ok());
+  EXPECT_NE(start.message().find("disk is full"), std::string::npos) << start.ToString();
+  EXPECT_FALSE(journal_->MarkAcknowledged(*first).ok());  // a relaxed commit fails alike
+  EXPECT_GT(vfs.failed_writes(), 0);
+  // Nothing half-written: job_2 is not there, job_1's result is the first one, still owed.
+  auto missing = journal_->Find("job_2");
+  ASSERT_TRUE(missing.ok()) << missing.status().ToString();
+  EXPECT_FALSE(missing->has_value());
+  EXPECT_EQ(PendingLeases(), std::vector<std::string>{"job_1@lease_1"});
+
+  // Space again: the same connection carries on, and everything is on disk after a reopen.
+  vfs.FailWrites(false);
+  ASSERT_TRUE(journal_->RecordStart(Delivery("job_2", "lease_2"), "t", "c").ok());
+  ASSERT_TRUE(journal_->MarkAcknowledged(*first).ok());
+  EXPECT_EQ(journal_->Pragma("synchronous").value(), "2");
+  Reopen();
+  EXPECT_EQ(Entry("job_1").state, JournalState::kReported);
+  ASSERT_TRUE(Entry("job_1").result.has_value());
+  EXPECT_EQ(Entry("job_1").result->output["n"].asInt(), 1);
+  EXPECT_EQ(Entry("job_2").state, JournalState::kRunning);
+  EXPECT_TRUE(PendingLeases().empty());
 }
 
 TEST_F(JournalTest, FilesArePrivate) {
