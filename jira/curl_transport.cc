@@ -644,8 +644,9 @@ Result<std::unique_ptr<Handle>> CurlTransportImpl::NewHandle() {
   set("TCP_KEEPALIVE", CURLOPT_TCP_KEEPALIVE, 1L);
   set("USERAGENT", CURLOPT_USERAGENT, options_.user_agent.c_str());
   // libcurl allocates an upload buffer for every transfer (64 KB by default) and frees it when the
-  // transfer ends, where WipingFree clears all of it; our bodies are small, so its minimum
-  // (16 KB) does, and each request wipes and faults in a quarter of the pages.
+  // transfer ends, where WipingFree clears all of it, faulting in pages nothing wrote. With its
+  // minimum (16 KB) each request wipes a quarter of that; the rare large body (a batch of sync
+  // records) only takes more read callbacks.
   set("UPLOAD_BUFFERSIZE", CURLOPT_UPLOAD_BUFFERSIZE, kUploadBufferBytes);
   set("MAXFILESIZE_LARGE", CURLOPT_MAXFILESIZE_LARGE,
       static_cast<curl_off_t>(options_.max_response_bytes));

@@ -223,6 +223,13 @@ class JobLoopFullDiskTest : public JobLoopTest {
     vfs_.FailWrites(false);
     JobLoopTest::TearDown();
   }
+  // Whether the loop logged an event of this kind and severity about the job.
+  bool Logged(std::string_view message_id, Severity severity, const std::string& job_id) const {
+    for (const auto& e : h_->log.WithId(message_id)) {
+      if (e.severity == severity && e.Field("JOB_ID") == job_id) return true;
+    }
+    return false;
+  }
   testing::JournalVfs vfs_;
 };
 
@@ -231,13 +238,9 @@ TEST_F(JobLoopFullDiskTest, AJobWhoseStartCannotBeJournaledIsNotRunUntilItIsDeli
   ASSERT_NO_FATAL_FAILURE(h_->StartLoop());
   vfs_.FailWrites(true);  // the disk under the state directory is full
   const std::string id = Enqueue(testing::Job(kAddMember));
-  auto refused = [&] {
-    for (const auto& e : h_->log.WithId(event::kJobReceived)) {
-      if (e.severity == Severity::kError && e.Field("JOB_ID") == id) return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(cp_->fake().WaitUntil(refused, "the journal's refusal logged"));
+  ASSERT_TRUE(
+      cp_->fake().WaitUntil([&] { return Logged(event::kJobReceived, Severity::kError, id); },
+                            "the journal's refusal logged"));
   ASSERT_TRUE(cp_->fake().WaitUntil([&] { return h_->loop->Snapshot().jobs_running == 0; },
                                     "the job's slot freed"));
   EXPECT_EQ(spy->starts(id), 0) << "a job that is not journaled must not act";
@@ -269,13 +272,9 @@ TEST_F(JobLoopFullDiskTest, AResultThatCannotBeJournaledIsNotSentAndTheLoopStill
   ASSERT_TRUE(spy->WaitForStarts(1));
   vfs_.FailWrites(true);  // the disk fills while the job runs
   *release = true;
-  auto lost = [&] {
-    for (const auto& e : h_->log.WithId(event::kJobFinished)) {
-      if (e.severity == Severity::kCritical && e.Field("JOB_ID") == id) return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(cp_->fake().WaitUntil(lost, "the lost result logged"));
+  ASSERT_TRUE(
+      cp_->fake().WaitUntil([&] { return Logged(event::kJobFinished, Severity::kCritical, id); },
+                            "the lost result logged"));
   ASSERT_TRUE(cp_->fake().WaitUntil([&] { return h_->loop->Snapshot().jobs_running == 0; },
                                     "the job's slot freed"));
   EXPECT_EQ(ResultPosts(id), 0) << "a result the journal does not hold is never sent";
