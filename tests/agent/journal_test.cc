@@ -133,6 +133,28 @@ TEST_F(JournalOnVfsTest, RecordsBeforeActingAreSyncedSettlingAResultIsNot) {
   EXPECT_EQ(Entry("job_2").state, JournalState::kDropped);
 }
 
+// Round after round, every relaxed commit goes unsynced and every durable one is synced: the
+// synchronous level is switched for each relaxed transaction and set back after it.
+TEST_F(JournalOnVfsTest, EachOfManyRecordsKeepsItsOwnDurability) {
+  vfs.TakeSyncs();
+  for (int i = 0; i < 4; ++i) {
+    const std::string job = "job_" + std::to_string(i), lease = "lease_" + std::to_string(i);
+    SCOPED_TRACE(job);
+    ASSERT_TRUE(journal_->RecordStart(Delivery(job, lease), "t", "c").ok());
+    EXPECT_GE(vfs.TakeSyncs(), 1);
+    auto seq = journal_->RecordFinished(job, Succeeded(lease));
+    ASSERT_TRUE(seq.ok()) << seq.status().ToString();
+    EXPECT_GE(vfs.TakeSyncs(), 1);
+    ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 503").ok());
+    EXPECT_EQ(vfs.TakeSyncs(), 0);
+    ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 502").ok());
+    EXPECT_EQ(vfs.TakeSyncs(), 0);
+    ASSERT_TRUE(journal_->MarkAcknowledged(*seq).ok());
+    EXPECT_EQ(vfs.TakeSyncs(), 0);
+    EXPECT_EQ(journal_->Pragma("synchronous").value(), "2");
+  }
+}
+
 TEST_F(JournalOnVfsTest, AFullDiskFailsTheRecordAndLosesNothing) {
   ASSERT_TRUE(journal_->RecordStart(Delivery("job_1", "lease_1"), "t", "c").ok());
   auto first = journal_->RecordFinished("job_1", Succeeded("lease_1"));
