@@ -18,8 +18,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -369,6 +371,14 @@ class FakeHttpsServer::Impl {
     std::lock_guard lock(mu_);
     return accepted_;
   }
+  double serving_cpu_seconds() const {
+    std::lock_guard lock(mu_);
+    double total = finished_cpu_seconds_;
+    for (const auto& c : conns_) {
+      if (!c->done) total += ThreadCpuSeconds(c->cpu_clock);
+    }
+    return total;
+  }
 
  private:
   struct Conn {
@@ -377,7 +387,14 @@ class FakeHttpsServer::Impl {
     std::thread thread;
     std::atomic<bool> done{false};
     std::atomic<bool> dropped{false};
+    clockid_t cpu_clock{};  // the serving thread's CPU clock, read while !done
   };
+
+  static double ThreadCpuSeconds(clockid_t clock) {
+    timespec ts{};
+    if (clock_gettime(clock, &ts) != 0) return 0;
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  }
 
   enum class Io { kOk, kEof, kError, kTimeout, kStopped };
 
@@ -413,6 +430,7 @@ class FakeHttpsServer::Impl {
   std::deque<Fault> faults_;
   std::list<std::unique_ptr<Conn>> conns_;
   std::uint64_t accepted_ = 0;
+  double finished_cpu_seconds_ = 0;  // of the serving threads that have closed their connection
 };
 
 void FakeHttpsServer::Impl::InitTls() {
@@ -565,12 +583,11 @@ void FakeHttpsServer::Impl::AcceptLoop() {
     auto conn = std::make_unique<Conn>();
     conn->fd = fd;
     Conn* raw = conn.get();
-    {
-      std::lock_guard lock(mu_);
-      raw->id = ++accepted_;
-      conns_.push_back(std::move(conn));
-    }
+    std::lock_guard lock(mu_);  // the thread and its CPU clock are set before anyone reads them
+    raw->id = ++accepted_;
+    conns_.push_back(std::move(conn));
     raw->thread = std::thread([this, raw] { Serve(raw); });
+    pthread_getcpuclockid(raw->thread.native_handle(), &raw->cpu_clock);
   }
 }
 
@@ -688,8 +705,10 @@ void FakeHttpsServer::Impl::LingeringClose(int fd) {
   }
 }
 
+// Called by the connection's own thread, which does nothing much after it.
 void FakeHttpsServer::Impl::CloseConn(Conn* conn, bool reset) {
   std::lock_guard lock(mu_);
+  finished_cpu_seconds_ += ThreadCpuSeconds(conn->cpu_clock);
   if (conn->fd >= 0) {
     if (reset || conn->dropped) {
       linger lg{1, 0};  // close() then sends a TCP RST instead of a FIN
@@ -875,6 +894,8 @@ void FakeHttpsServer::QueueFault(Fault fault, int count) { impl_->QueueFault(fau
 std::vector<HttpRequest> FakeHttpsServer::requests() const { return impl_->requests(); }
 void FakeHttpsServer::ClearRequests() { impl_->ClearRequests(); }
 void FakeHttpsServer::DropConnections() { impl_->DropConnections(); }
+double FakeHttpsServer::serving_cpu_seconds() const { return impl_->serving_cpu_seconds(); }
+
 std::uint64_t FakeHttpsServer::connections_accepted() const {
   return impl_->connections_accepted();
 }

@@ -121,6 +121,9 @@ class FakeHttpsServer {
   void DropConnections();
   // TCP connections accepted so far (including ones whose TLS handshake failed).
   std::uint64_t connections_accepted() const;
+  // CPU time the connections' threads have used so far (TLS, parsing, the handler, answering),
+  // the live ones included: what serving costs, apart from the rest of the process.
+  double serving_cpu_seconds() const;
   void Stop();
 
   class Impl;
