@@ -169,14 +169,17 @@ int main(int argc, char** argv) {
   const long rss_kb = ProcField("/proc/" + std::to_string(pid) + "/status", "VmRSS");
   const long hwm_kb = ProcField("/proc/" + std::to_string(pid) + "/status", "VmHWM");
   const double rss_mb = static_cast<double>(rss_kb) * 1024 / 1e6;
-  // RSS counts every shared library page mapped; PSS shares them out among the processes using
-  // them, and the private pages are the agent's own memory.
+  // RSS counts every page of the binary and the libraries mapped in; PSS shares them out among
+  // the processes mapping them. Anonymous pages (heap, stacks, the libraries' relocated data) are
+  // the agent's own memory; file pages that no other process maps count as private too.
   const std::string rollup = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-  const double pss_mb = static_cast<double>(ProcField(rollup, "Pss")) * 1024 / 1e6;
-  const double private_mb =
-      static_cast<double>(ProcField(rollup, "Private_Dirty") + ProcField(rollup, "Private_Clean")) *
-      1024 / 1e6;
-  const double shared_mb = static_cast<double>(ProcField(rollup, "Shared_Clean")) * 1024 / 1e6;
+  const auto mb = [&](const char* field) {
+    return static_cast<double>(ProcField(rollup, field)) * 1024 / 1e6;
+  };
+  const double pss_mb = mb("Pss");
+  const double private_mb = mb("Private_Dirty") + mb("Private_Clean");
+  const double shared_mb = mb("Shared_Clean");
+  const double anonymous_mb = mb("Anonymous");
   const double wakeups = static_cast<double>(after.total - before.total) / window;
   last->Signal(SIGTERM);
   if (WaitExit(*last, 30s) != 0) Die("the agent did not stop cleanly:\n" + (*home)->Log());
@@ -188,8 +191,11 @@ int main(int argc, char** argv) {
       idle_seconds, window, rss_mb, static_cast<double>(hwm_kb) * 1024 / 1e6,
       rss_mb <= 10 ? "met" : "MISSED", wakeups, after.threads, wakeups <= 1.0 ? "met" : "MISSED",
       heartbeats);
-  std::printf("  of the RSS: %.1f MB shared clean (library text), %.1f MB private; PSS %.1f MB\n",
-              shared_mb, private_mb, pss_mb);
+  std::printf(
+      "  of the RSS: %.1f MB shared clean (library text), %.1f MB private, of which %.1f MB "
+      "anonymous (heap, stacks, relocated data) and the rest file pages no other process maps; "
+      "PSS %.1f MB\n",
+      shared_mb, private_mb, anonymous_mb, pss_mb);
 
   std::printf("  wake-ups per thread:");
   for (const auto& [thread, n] : after.by_thread) {
@@ -225,9 +231,10 @@ int main(int argc, char** argv) {
   memory.unit = "MB";
   memory.target = "<= 10 MB";
   memory.met = rss_mb <= 10;
-  char split[128];
-  std::snprintf(split, sizeof split, "; of it %.1f MB shared library pages, %.1f MB private",
-                shared_mb, private_mb);
+  char split[160];
+  std::snprintf(split, sizeof split,
+                "; of it %.1f MB shared library pages, %.1f MB private (%.1f MB anonymous)",
+                shared_mb, private_mb, anonymous_mb);
   memory.note = idle_note + split;
   bench::Report(memory);
   bench::Figure pss;
