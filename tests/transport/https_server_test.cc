@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <thread>
@@ -292,6 +293,41 @@ TEST_F(HttpsServerTest, TruncatedBodyAnnouncesTheFullLength) {
   auto c = Client();
   ASSERT_TRUE(c.Send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
   EXPECT_EQ(c.ReadResponse(), "");  // never complete
+}
+
+// What serving costs: the serving threads' CPU, live connections and closed ones alike, and not
+// the time a handler spends waiting.
+TEST_F(HttpsServerTest, CountsItsServingThreadsCpuNotTheirWaits) {
+  constexpr auto kBurn = std::chrono::milliseconds(80);
+  server_.reset();
+  server_ = FakeHttpsServer::Start(env_.ServerOpts(), [kBurn](const HttpRequest& req) {
+    if (req.path == "/burn") {
+      const auto thread_cpu = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+      };
+      const auto start = thread_cpu();
+      while (thread_cpu() - start < kBurn) {
+      }
+    } else if (req.path == "/wait") {
+      std::this_thread::sleep_for(300ms);
+    }
+    return HttpResponse::Json(200, Json::Value("done"));
+  });
+  const double burn = std::chrono::duration<double>(kBurn).count();
+  auto c = Client();
+  ASSERT_TRUE(c.Send("GET /wait HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  ASSERT_NE(c.ReadResponse(), "");
+  const double after_wait = server_->serving_cpu_seconds();
+  EXPECT_LT(after_wait, 0.05);  // the handshake and one answer; the 300 ms wait is not serving
+  ASSERT_TRUE(c.Send("GET /burn HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  ASSERT_NE(c.ReadResponse(), "");
+  const double live = server_->serving_cpu_seconds();  // the connection is still open
+  EXPECT_GE(live, after_wait + burn);
+  EXPECT_LT(live, after_wait + burn + 0.1);
+  server_->Stop();  // every serving thread has ended: what they used is kept
+  EXPECT_GE(server_->serving_cpu_seconds(), live);
 }
 
 TEST_F(HttpsServerTest, StopIsPromptWithIdleAndStalledConnections) {
