@@ -109,50 +109,41 @@ class JournalOnVfsTest : public JournalTest {
   testing::JournalVfs vfs;
 };
 
+// Round after round (the synchronous level is switched for each settling commit and set back
+// after it), records before a job acts and before its result is sent are synced, and the
+// commits that settle a result are not.
 TEST_F(JournalOnVfsTest, RecordsBeforeActingAreSyncedSettlingAResultIsNot) {
   vfs.TakeSyncs();
-  // Before the job runs and before its result is sent: on disk when the call returns.
-  ASSERT_TRUE(journal_->RecordStart(Delivery("job_1", "lease_1"), "t", "c").ok());
-  EXPECT_GE(vfs.TakeSyncs(), 1);
-  auto seq = journal_->RecordFinished("job_1", Succeeded("lease_1"));
-  ASSERT_TRUE(seq.ok()) << seq.status().ToString();
-  EXPECT_GE(vfs.TakeSyncs(), 1);
-  // Settling a result the control plane has: no wait for the disk (a lost commit only means the
-  // result is sent again, which the control plane answers the same way).
-  ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 503").ok());
-  ASSERT_TRUE(journal_->MarkAcknowledged(*seq).ok());
-  EXPECT_EQ(vfs.TakeSyncs(), 0);
-  // ... and the connection is back to synchronous=FULL for what follows.
-  EXPECT_EQ(journal_->Pragma("synchronous").value(), "2");
-  ASSERT_TRUE(journal_->RecordStart(Delivery("job_2", "lease_2"), "t", "c").ok());
-  EXPECT_GE(vfs.TakeSyncs(), 1);
-  ASSERT_TRUE(journal_->RecordDropped("job_2", "lease lost").ok());
-  EXPECT_GE(vfs.TakeSyncs(), 1);
-  Reopen();
-  EXPECT_EQ(Entry("job_1").state, JournalState::kReported);
-  EXPECT_EQ(Entry("job_2").state, JournalState::kDropped);
-}
-
-// Round after round, every relaxed commit goes unsynced and every durable one is synced: the
-// synchronous level is switched for each relaxed transaction and set back after it.
-TEST_F(JournalOnVfsTest, EachOfManyRecordsKeepsItsOwnDurability) {
-  vfs.TakeSyncs();
-  for (int i = 0; i < 4; ++i) {
-    const std::string job = "job_" + std::to_string(i), lease = "lease_" + std::to_string(i);
+  for (int round = 1; round <= 3; ++round) {
+    const std::string job = "job_" + std::to_string(round);
+    const std::string lease = "lease_" + std::to_string(round);
     SCOPED_TRACE(job);
+    // Before the job runs and before its result is sent: on disk when the call returns.
     ASSERT_TRUE(journal_->RecordStart(Delivery(job, lease), "t", "c").ok());
     EXPECT_GE(vfs.TakeSyncs(), 1);
     auto seq = journal_->RecordFinished(job, Succeeded(lease));
     ASSERT_TRUE(seq.ok()) << seq.status().ToString();
     EXPECT_GE(vfs.TakeSyncs(), 1);
+    // Settling a result the control plane has: no wait for the disk (a lost commit only means the
+    // result is sent again, which the control plane answers the same way).
     ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 503").ok());
     EXPECT_EQ(vfs.TakeSyncs(), 0);
     ASSERT_TRUE(journal_->RecordAttempt(*seq, "HTTP 502").ok());
     EXPECT_EQ(vfs.TakeSyncs(), 0);
     ASSERT_TRUE(journal_->MarkAcknowledged(*seq).ok());
     EXPECT_EQ(vfs.TakeSyncs(), 0);
+    // ... and the connection is back to synchronous=FULL for what follows.
     EXPECT_EQ(journal_->Pragma("synchronous").value(), "2");
   }
+  ASSERT_TRUE(journal_->RecordStart(Delivery("job_d", "lease_d"), "t", "c").ok());
+  EXPECT_GE(vfs.TakeSyncs(), 1);
+  ASSERT_TRUE(journal_->RecordDropped("job_d", "lease lost").ok());
+  EXPECT_GE(vfs.TakeSyncs(), 1);
+  Reopen();
+  for (const char* job : {"job_1", "job_2", "job_3"}) {
+    EXPECT_EQ(Entry(job).state, JournalState::kReported) << job;
+  }
+  EXPECT_EQ(Entry("job_d").state, JournalState::kDropped);
 }
 
 TEST_F(JournalOnVfsTest, AFullDiskFailsTheRecordAndLosesNothing) {
