@@ -20,7 +20,9 @@
 // weigh against a slower server; that figure carries no target. --cp-latency-ms makes the fake
 // control plane answer every claim and every result that much later (it acts at once, as a
 // server across a WAN would, and the answer takes the way back): what a distant control plane
-// costs the agent, against the same floor; no target either.
+// costs the agent, against the same floor; no target either. CPU per job is split into the
+// agent, each fake's serving threads and the floor's client; for the unslowed run it prints the
+// ceiling the fake control plane's own CPU leaves on busy cores, floor / (floor + control plane).
 #include <signal.h>
 #include <unistd.h>
 
